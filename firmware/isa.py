@@ -1,0 +1,191 @@
+"""Instruction set of the accelerator's sequencer, and the core parameters.
+
+This module is the single definition of the instruction encoding: the
+assembler (:mod:`firmware.assembler`) packs instructions with it and the
+hardware decoder (:mod:`hw.sequencer`) builds its field layout from it. It is
+plain Python, so the host runtime imports it without Amaranth.
+
+An instruction is ``INSTRUCTION_BITS`` wide, little-endian when sent over
+the link. The opcode sits in the low ``OPCODE_BITS``; the remaining fields
+depend on the opcode (:data:`FIELDS`) and follow it from bit
+``OPCODE_BITS`` upwards in the order listed. Instructions run strictly one
+after another.
+
+Registers: ``MAX_REGISTERS`` absmax registers (each vector-writing pass
+stores the absmax of what it wrote into one), ``SCALE_REGISTERS`` Scalar
+registers (written by ``SCALE``), the sum of squares and the per-slot
+``absmax(z)`` of the last ``STATS``, and the argmax of the last ``ARGMAX``.
+"""
+
+import enum
+from dataclasses import dataclass
+
+from golden import numerics as nx
+
+__all__ = ["Opcode", "FIELDS", "INSTRUCTION_BITS", "OPCODE_BITS", "MAX_REGISTERS", "SCALE_REGISTERS",
+           "SLOTS", "CoreParams", "encode", "decode", "Instruction"]
+
+INSTRUCTION_BITS = 128
+OPCODE_BITS = 5
+MAX_REGISTERS = 8
+SCALE_REGISTERS = 8
+SLOTS = 3                 # projections that one STATS pass quantizes for (f, i, g)
+ADDRESS_BITS = 20
+CONST_ADDRESS_BITS = 24
+WEIGHT_ADDRESS_BITS = 24
+COUNT_BITS = 16
+
+
+class Opcode(enum.IntEnum):
+    """Sequencer operations. 0 is reserved so that an unloaded (zeroed) program stops at once."""
+    ILLEGAL = 0
+    END = 1
+    EMBED = 2       # x = embeddings[token] in Q16; checks the token against `vocab`
+    STATS = 3       # sum of squares and per-slot absmax(z) of a stage input
+    QUANT = 4       # int8 codes of one slot into the code buffer
+    SCALE = 5       # output scale K * absmax(z) * rsqrt(sumsq) into a scale register
+    MATVEC = 6      # ternary accumulate of one weight block into the accumulator memory
+    GATES = 7       # forget gate, input, recurrence; writes the state and silu(h)
+    MUL2 = 8        # norm16(a) * norm16(b)
+    SILU = 9        # silu(apply_scale(acc, scale))
+    RESID = 10      # x = saturate(x + apply_scale(acc, scale))
+    ARGMAX = 11     # argmax over the accumulators
+
+
+# Field name -> width in bits, per opcode, in bit order after the opcode.
+# Address fields name their memory: `vec_*` the vector memory, `acc_*` the
+# accumulator memory, `const` the constant memory, `state` the state and
+# lower-bound memories, `code` a code-buffer word, `weights` a weight word.
+FIELDS = {
+    Opcode.ILLEGAL: {},
+    Opcode.END: {},
+    Opcode.EMBED: {"vec_dst": ADDRESS_BITS, "count": COUNT_BITS, "shift": 8, "dst_max": 3, "vocab": 24},
+    Opcode.STATS: {"vec_src": ADDRESS_BITS, "src_max": 3, "const": CONST_ADDRESS_BITS, "count": COUNT_BITS,
+                   "slots": 2},
+    Opcode.QUANT: {"vec_src": ADDRESS_BITS, "src_max": 3, "const": CONST_ADDRESS_BITS, "count": COUNT_BITS,
+                   "slot": 2, "code": COUNT_BITS},
+    Opcode.SCALE: {"dst_scale": 3, "constant": 16, "slot": 2},
+    Opcode.MATVEC: {"weights": WEIGHT_ADDRESS_BITS, "row_groups": COUNT_BITS, "col_tiles": 12,
+                    "code": COUNT_BITS, "acc_dst": ADDRESS_BITS, "dst_max": 3},
+    Opcode.GATES: {"acc_f": ADDRESS_BITS, "acc_i": ADDRESS_BITS, "state": ADDRESS_BITS, "scale_f": 3,
+                   "scale_i": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
+    Opcode.MUL2: {"acc_src": ADDRESS_BITS, "acc_max": 3, "vec_src": ADDRESS_BITS, "vec_max": 3,
+                  "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
+    Opcode.SILU: {"acc_src": ADDRESS_BITS, "scale": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
+    Opcode.RESID: {"acc_src": ADDRESS_BITS, "scale": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
+    Opcode.ARGMAX: {"acc_src": ADDRESS_BITS, "count": COUNT_BITS},
+}
+
+SIGNED_FIELDS = {"shift"}
+
+for _opcode, _fields in FIELDS.items():
+    assert OPCODE_BITS + sum(_fields.values()) <= INSTRUCTION_BITS, _opcode
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One decoded instruction: its opcode and field values."""
+    opcode: Opcode
+    fields: dict
+
+    def __getattr__(self, name):
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise AttributeError(f"{self.opcode.name} has no field `{name}`") from None
+
+    def __str__(self):
+        args = ", ".join(f"{name}={value}" for name, value in self.fields.items())
+        return f"{self.opcode.name}({args})"
+
+
+def encode(opcode, **fields):
+    """Pack one instruction into an integer of ``INSTRUCTION_BITS`` bits."""
+    opcode = Opcode(opcode)
+    layout = FIELDS[opcode]
+    unknown = set(fields) - set(layout)
+    if unknown:
+        raise ValueError(f"{opcode.name} has no field {sorted(unknown)[0]!r}; its fields are {list(layout)}")
+    word, position = int(opcode), OPCODE_BITS
+    for name, width in layout.items():
+        value = int(fields.get(name, 0))
+        if name in SIGNED_FIELDS:
+            low, high = -(1 << (width - 1)), (1 << (width - 1)) - 1
+        else:
+            low, high = 0, (1 << width) - 1
+        if not low <= value <= high:
+            raise ValueError(f"{opcode.name} field `{name}` must be in [{low}, {high}] ({width} bits), not {value}")
+        word |= (value & ((1 << width) - 1)) << position
+        position += width
+    return word
+
+
+def decode(word):
+    """Unpack an instruction word into an :class:`Instruction`."""
+    opcode = Opcode(word & ((1 << OPCODE_BITS) - 1))
+    fields, position = {}, OPCODE_BITS
+    for name, width in FIELDS[opcode].items():
+        value = (word >> position) & ((1 << width) - 1)
+        if name in SIGNED_FIELDS and value >> (width - 1):
+            value -= 1 << width
+        fields[name] = value
+        position += width
+    return Instruction(opcode, fields)
+
+
+def _positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be an integer, not {value!r}")
+    if value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, not {value}")
+
+
+@dataclass(frozen=True)
+class CoreParams:
+    """The parameters of one generated core.
+
+    Members
+    -------
+    rows, inputs : int
+        Engine rows (R) and trits per row per cycle (K); lanes = R * K.
+    vector_lanes : int
+        Elements per cycle of the vector unit (P); must divide ``inputs``.
+    max_hidden, max_intermediate, max_vocab, max_layers : int
+        The largest model shape the memories hold.
+    weight_depth : int
+        Words per weight bank (each word holds K trits).
+    program_depth : int
+        Instructions the program memory holds.
+    """
+    rows: int
+    inputs: int
+    vector_lanes: int
+    max_hidden: int
+    max_intermediate: int
+    max_vocab: int
+    max_layers: int
+    weight_depth: int
+    program_depth: int = 1024
+
+    def __post_init__(self):
+        for name in ("rows", "inputs", "vector_lanes", "max_hidden", "max_intermediate", "max_vocab",
+                     "max_layers", "weight_depth", "program_depth"):
+            _positive(name, getattr(self, name))
+        if self.inputs % self.vector_lanes:
+            raise ValueError(f"`vector_lanes` must divide `inputs` ({self.inputs}), not {self.vector_lanes}")
+
+    @property
+    def lanes(self):
+        return self.rows * self.inputs
+
+    @property
+    def max_fan_in(self):
+        return max(self.max_hidden, self.max_intermediate)
+
+    @property
+    def acc_bits(self):
+        return nx.accumulator_bits(self.max_fan_in)
+
+    def padded(self, count):
+        """Round an element count up to a whole number of vector words."""
+        return -(-count // self.vector_lanes) * self.vector_lanes

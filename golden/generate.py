@@ -1,0 +1,95 @@
+"""Generate text with the float or the integer golden model.
+
+Prompts and outputs are byte-level (the bundled model's vocabulary is the
+256 byte values); a model with another vocabulary takes token ids.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .float_model import FloatModel
+from .int_model import IntModel, prepare
+
+__all__ = ["sample_token", "generate", "encode_prompt", "main"]
+
+
+def sample_token(logits, temperature=0.0, top_k=0, rng=None):
+    """Pick the next token: argmax when ``temperature`` is 0, else sample.
+
+    Sampling keeps the ``top_k`` largest logits (all when 0), divides by
+    ``temperature`` and draws from the softmax with ``rng``. Argmax ties go to
+    the lowest token id.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature < 0:
+        raise ValueError(f"temperature must be 0 (greedy) or positive, not {temperature}")
+    if temperature == 0:
+        return int(np.argmax(logits))
+    if rng is None:
+        raise ValueError("sampling with a temperature needs a random generator (a seed)")
+    candidates = np.arange(logits.size)
+    if 0 < top_k < logits.size:
+        candidates = np.argsort(-logits, kind="stable")[:top_k]
+    scaled = logits[candidates] / temperature
+    weights = np.exp(scaled - scaled.max())
+    return int(rng.choice(candidates, p=weights / weights.sum()))
+
+
+def encode_prompt(prompt, vocab_size):
+    """Return the token ids of a prompt: its UTF-8 bytes for a byte-level model."""
+    if not prompt:
+        raise ValueError("the prompt is empty; give at least one character")
+    if vocab_size < 256:
+        raise ValueError(f"byte-level prompts need a vocabulary of 256, the model has {vocab_size}")
+    return list(prompt.encode("utf-8"))
+
+
+def generate(model, prompt_tokens, count, temperature=0.0, top_k=0, seed=0, integer=False):
+    """Feed ``prompt_tokens`` and yield ``count`` new tokens one by one."""
+    rng = np.random.default_rng(seed)
+    model.reset()
+    if not prompt_tokens:
+        raise ValueError("the prompt is empty; give at least one token")
+    for token in prompt_tokens[:-1]:
+        model.step(token)
+    token = prompt_tokens[-1]
+    for _ in range(count):
+        output = model.step(token)
+        logits = output.logits if integer else output
+        if integer and temperature == 0:
+            token = output.token
+        else:
+            token = sample_token(logits, temperature, top_k, rng)
+        yield token
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m golden.generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="Hugging Face model directory")
+    parser.add_argument("--prompt", default="ROMEO:\n", help="prompt text (default: 'ROMEO:\\n')")
+    parser.add_argument("--tokens", type=int, default=200, help="tokens to generate (default 200)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 for greedy (default), else sampling")
+    parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    parser.add_argument("--integer", action="store_true", help="use the integer model instead of the float one")
+    args = parser.parse_args(argv)
+    try:
+        config, tensors = load_checkpoint(args.model)
+        prompt = encode_prompt(args.prompt, config.vocab_size)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    model = IntModel(prepare(config, tensors)) if args.integer else FloatModel(config, tensors)
+    sys.stdout.write(args.prompt)
+    for token in generate(model, prompt, args.tokens, args.temperature, args.top_k, args.seed, args.integer):
+        sys.stdout.buffer.write(bytes([token]))
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

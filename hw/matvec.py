@@ -1,0 +1,288 @@
+"""MatVec: runs one ternary projection on the engine, one tile per cycle.
+
+A projection of ``rows x cols`` is ``row_groups = ceil(rows/R)`` groups of R
+output rows, each the sum of ``col_tiles = ceil(cols/K)`` tiles. For row group
+``g`` and tile ``t`` MatVec reads weight word ``weight_base + g * col_tiles + t``
+from all R banks and code word ``code_base + t``, and the engine emits the R
+accumulators of the group after its last tile.
+"""
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
+
+from golden import numerics as nx
+
+from .engine import TernaryEngine, check_positive_int
+from .weights import WeightMemory
+
+__all__ = ["MatVec", "CodeWriteSignature"]
+
+
+class CodeWriteSignature(wiring.Signature):
+    """Signature of the code buffer's write port: P codes per cycle at an element index.
+
+    Members
+    -------
+    en : ``Out(width)``
+        Write enable of each code.
+    index : ``Out(index_bits)``
+        Element index of the first code; a multiple of ``width``.
+    data : ``Out(data.ArrayLayout(signed(8), width))``
+        The codes, the one for element ``index + p`` at position ``p``.
+    """
+
+    def __init__(self, width, index_bits):
+        super().__init__({
+            "en": Out(width),
+            "index": Out(index_bits),
+            "data": Out(data.ArrayLayout(signed(nx.CODE_BITS), width)),
+        })
+
+
+class MatVec(wiring.Component):
+    """Projection unit: weight memory, code buffer and ternary engine.
+
+    A command names the projection's first weight word (``weight_base``), its
+    ``row_groups`` and ``col_tiles``, and the code buffer word of its first
+    K codes (``code_base``). The command is accepted while ``busy`` is low;
+    ``busy`` then stays high until the beat of the last row group has been
+    transferred on ``results``. A command with zero ``row_groups`` or zero
+    ``col_tiles`` produces no beats and leaves ``busy`` low.
+
+    Latency and throughput: the address generator issues one tile per cycle
+    with no gap between row groups, and the weight memory and the engine take
+    one tile per cycle, so a projection streams ``row_groups * col_tiles`` tiles
+    in as many cycles. Without output backpressure the beat of the last row
+    group is valid ``row_groups * col_tiles + ceil_log2(inputs) + 4`` cycles
+    after the cycle in which the command is transferred. Output backpressure
+    stalls the whole pipeline.
+
+    The code buffer holds ``code_depth`` words of K codes. Its write port
+    ``code_write`` writes up to P codes per cycle: the codes of elements
+    ``index .. index + P - 1``, which lie in word ``index // K``. ``index`` must
+    be a multiple of P; its remainder modulo P is ignored. The buffer must not
+    be written while a command that reads the same words runs.
+
+    Padding trits are zero, so a projection of ``cols`` columns needs
+    ``max_fan_in >= cols`` whatever the padding.
+
+    Parameters
+    ----------
+    rows : int
+        R, the engine rows and weight banks.
+    inputs : int
+        K, the trits per row and codes per tile.
+    weight_depth : int
+        Words per weight bank.
+    code_depth : int
+        Words of K codes in the code buffer.
+    code_write_width : int
+        P, the codes per write; it must divide ``inputs``.
+    max_fan_in : int
+        The widest projection's ``cols``; sets the accumulator width.
+    acc_bits : int or None
+        Accumulator width; ``None`` derives it from ``max_fan_in``.
+
+    Members
+    -------
+    command : ``In(stream.Signature(command_layout))``
+        Projections to run: ``weight_base``, ``row_groups``, ``col_tiles``, ``code_base``.
+    results : ``Out(stream.Signature(result_layout))``
+        One beat per row group: ``accumulators`` (R signed values) and ``row_group``.
+    busy : ``Out(1)``
+        A command is running.
+    code_write : ``In(CodeWriteSignature(code_write_width, index_bits))``
+        Code buffer write port.
+    load_start, load_data, load_busy, load_error
+        The weight memory's loader, as in :class:`hw.weights.WeightMemory`.
+    """
+
+    def __init__(self, rows, inputs, *, weight_depth, code_depth, code_write_width, max_fan_in, acc_bits=None):
+        check_positive_int("code_depth", code_depth)
+        check_positive_int("code_write_width", code_write_width)
+        check_positive_int("inputs", inputs)
+        if inputs % code_write_width:
+            raise ValueError(f"`code_write_width` must divide `inputs` {inputs}, not {code_write_width!r}")
+
+        self._engine = TernaryEngine(rows, inputs, max_fan_in=max_fan_in, acc_bits=acc_bits)
+        self._weights = WeightMemory(rows, inputs, weight_depth)
+        self._rows = rows
+        self._inputs = inputs
+        self._weight_depth = weight_depth
+        self._code_depth = code_depth
+        self._code_write_width = code_write_width
+
+        super().__init__({
+            "command": In(stream.Signature(self.command_layout)),
+            "results": Out(stream.Signature(self.result_layout)),
+            "busy": Out(1),
+            "code_write": In(CodeWriteSignature(code_write_width, self.code_index_bits)),
+            "load_start": In(stream.Signature(self._weights.addr_width)),
+            "load_data": In(stream.Signature(8)),
+            "load_busy": Out(1),
+            "load_error": Out(1),
+        })
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def inputs(self):
+        return self._inputs
+
+    @property
+    def weight_depth(self):
+        return self._weight_depth
+
+    @property
+    def code_depth(self):
+        return self._code_depth
+
+    @property
+    def code_write_width(self):
+        return self._code_write_width
+
+    @property
+    def acc_bits(self):
+        return self._engine.acc_bits
+
+    @property
+    def code_addr_width(self):
+        """Width of a code buffer word address (at least 1)."""
+        return max(1, ceil_log2(self._code_depth))
+
+    @property
+    def code_index_bits(self):
+        """Width of a code element index (at least 1)."""
+        return max(1, ceil_log2(self._code_depth * self._inputs))
+
+    @property
+    def command_layout(self):
+        return data.StructLayout({
+            "weight_base": unsigned(self._weights.addr_width),
+            "row_groups": unsigned(bits_for(self._weight_depth)),
+            "col_tiles": unsigned(bits_for(self._code_depth)),
+            "code_base": unsigned(self.code_addr_width),
+        })
+
+    @property
+    def result_layout(self):
+        return data.StructLayout({
+            "accumulators": data.ArrayLayout(signed(self._engine.acc_bits), self._rows),
+            "row_group": unsigned(bits_for(max(0, self._weight_depth - 1))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = engine = self._engine
+        m.submodules.weights = weights = self._weights
+
+        wiring.connect(m, wiring.flipped(self.load_start), weights.load_start)
+        wiring.connect(m, wiring.flipped(self.load_data), weights.load_data)
+        m.d.comb += [
+            self.load_busy.eq(weights.load_busy),
+            self.load_error.eq(weights.load_error),
+        ]
+
+        code_read = self._elaborate_code_buffer(m)
+
+        # Address generator: one tile per read-address transfer.
+        issuing = Signal()
+        weight_addr = Signal.like(weights.read_addr.payload)
+        code_addr = Signal(self.code_addr_width)
+        tile = Signal.like(self.command.payload.col_tiles)
+        group = Signal.like(self.command.payload.row_groups)
+        command = Signal(self.command_layout)
+        first_tile = Signal()
+        last_tile = Signal()
+        read_accept = Signal()
+        m.d.comb += [
+            first_tile.eq(tile == 0),
+            last_tile.eq(tile == command.col_tiles - 1),
+            weights.read_addr.valid.eq(issuing),
+            weights.read_addr.payload.eq(weight_addr),
+            read_accept.eq(weights.read_addr.valid & weights.read_addr.ready),
+            code_read.addr.eq(code_addr),
+            code_read.en.eq(read_accept),
+        ]
+
+        with m.If(read_accept):
+            m.d.sync += weight_addr.eq(weight_addr + 1)
+            with m.If(last_tile):
+                m.d.sync += [tile.eq(0), code_addr.eq(command.code_base)]
+                with m.If(group == command.row_groups - 1):
+                    m.d.sync += issuing.eq(0)
+                with m.Else():
+                    m.d.sync += group.eq(group + 1)
+            with m.Else():
+                m.d.sync += [tile.eq(tile + 1), code_addr.eq(code_addr + 1)]
+
+        # The tile flags follow the read data: loaded on the same transfer, held while it waits.
+        first_flag = Signal()
+        last_flag = Signal()
+        with m.If(read_accept):
+            m.d.sync += [first_flag.eq(first_tile), last_flag.eq(last_tile)]
+        m.d.comb += [
+            engine.tiles.valid.eq(weights.read_data.valid),
+            engine.tiles.payload.trits.eq(weights.read_data.payload),
+            engine.tiles.payload.codes.eq(code_read.data),
+            engine.tiles.payload.first.eq(first_flag),
+            engine.tiles.payload.last.eq(last_flag),
+            weights.read_data.ready.eq(engine.tiles.ready),
+        ]
+
+        # Results: tag each beat with its row group; the last one ends the command.
+        result_group = Signal.like(self.results.payload.row_group)
+        m.d.comb += [
+            self.results.valid.eq(engine.accumulators.valid),
+            self.results.payload.accumulators.eq(engine.accumulators.payload),
+            self.results.payload.row_group.eq(result_group),
+            engine.accumulators.ready.eq(self.results.ready),
+        ]
+        with m.If(self.results.valid & self.results.ready):
+            with m.If(result_group == command.row_groups - 1):
+                m.d.sync += [result_group.eq(0), self.busy.eq(0)]
+            with m.Else():
+                m.d.sync += result_group.eq(result_group + 1)
+
+        m.d.comb += self.command.ready.eq(~self.busy)
+        with m.If(self.command.valid & self.command.ready):
+            payload = self.command.payload
+            m.d.sync += [
+                command.eq(payload),
+                weight_addr.eq(payload.weight_base),
+                code_addr.eq(payload.code_base),
+                tile.eq(0),
+                group.eq(0),
+                result_group.eq(0),
+            ]
+            with m.If((payload.row_groups != 0) & (payload.col_tiles != 0)):
+                m.d.sync += [issuing.eq(1), self.busy.eq(1)]
+        return m
+
+    def _elaborate_code_buffer(self, m):
+        """Add the code buffer with its write port; return its read port."""
+        inputs, width = self._inputs, self._code_write_width
+        buffer = Memory(shape=data.ArrayLayout(signed(nx.CODE_BITS), inputs), depth=self._code_depth, init=[])
+        m.submodules.code_buffer = buffer
+        write = buffer.write_port(granularity=1)
+        read = buffer.read_port()
+
+        # Element `index` lies in word `index // K` at lane `index % K`; lanes come in groups of P.
+        index = self.code_write.index
+        group = Signal(range(inputs // width))
+        m.d.comb += [
+            write.addr.eq(index // inputs),
+            group.eq((index % inputs) // width),
+        ]
+        for lane in range(inputs):
+            position = lane % width
+            m.d.comb += [
+                write.data[lane].eq(self.code_write.data[position]),
+                write.en[lane].eq(self.code_write.en[position] & (group == lane // width)),
+            ]
+        return read
