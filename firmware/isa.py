@@ -147,9 +147,10 @@ class CoreParams:
     Members
     -------
     rows, inputs : int
-        Engine rows (R) and trits per row per cycle (K); lanes = R * K.
+        Engine rows (R) and trits per row per cycle (K, at least 5); lanes = R * K.
     vector_lanes : int
-        Elements per cycle of the vector unit (P); must divide ``inputs``.
+        Elements per cycle of the vector unit (P): a power of two that
+        divides ``rows`` and ``inputs``.
     max_hidden, max_intermediate, max_vocab, max_layers : int
         The largest model shape the memories hold.
     weight_depth : int
@@ -171,8 +172,18 @@ class CoreParams:
         for name in ("rows", "inputs", "vector_lanes", "max_hidden", "max_intermediate", "max_vocab",
                      "max_layers", "weight_depth", "program_depth"):
             _positive(name, getattr(self, name))
+        if self.inputs < 5:
+            # The weight loader takes five trits per byte and drops the
+            # trits after a frame's last whole word; with fewer than five
+            # trits per word those padding trits could complete a word.
+            raise ValueError(f"`inputs` must be at least 5, not {self.inputs}")
+        if self.vector_lanes & (self.vector_lanes - 1):
+            raise ValueError(f"`vector_lanes` must be a power of two, not {self.vector_lanes}")
         if self.inputs % self.vector_lanes:
             raise ValueError(f"`vector_lanes` must divide `inputs` ({self.inputs}), not {self.vector_lanes}")
+        if self.rows % self.vector_lanes:
+            # The accumulator writer stores a row group as whole vector words.
+            raise ValueError(f"`vector_lanes` must divide `rows` ({self.rows}), not {self.vector_lanes}")
 
     @property
     def lanes(self):

@@ -1,10 +1,10 @@
 """Ternary engine: R x K trit-times-code products per cycle, summed into R accumulators.
 
 This is the multiply-accumulate core of :class:`hw.matvec.MatVec`. A tile is
-R rows of K trits and the K int8 codes they multiply; the engine adds each
+R rows of K trits and the K int8 codes they multiply. The engine adds each
 row's K products with a pipelined adder tree and accumulates the row sums
-over the tiles of a row group. There is no multiplier: a trit only selects a
-code, its negation or zero.
+over the tiles of a row group. There is no multiplier, because a trit only
+selects a code, its negation or zero.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -14,7 +14,7 @@ from amaranth.utils import ceil_log2
 
 from golden import numerics as nx
 
-__all__ = ["TernaryEngine", "tile_layout", "required_acc_bits"]
+__all__ = ["TernaryEngine", "tile_layout", "required_acc_bits", "resolve_acc_bits"]
 
 
 # The select stage decodes bit 0 of a trit as "nonzero" and bit 1 as "negative",
@@ -33,10 +33,10 @@ def check_positive_int(name, value):
 
 
 def required_acc_bits(max_fan_in, code_bits=nx.CODE_BITS):
-    """Return the signed accumulator width that holds any sum of ``max_fan_in`` trit-code products.
+    """Return the narrowest signed width for any sum of ``max_fan_in`` trit-code products.
 
-    Codes are symmetric, in ``[-(2**(code_bits-1) - 1), 2**(code_bits-1) - 1]``;
-    for int8 codes this is :func:`golden.numerics.accumulator_bits`.
+    Codes are symmetric, in ``[-(2**(code_bits-1) - 1), 2**(code_bits-1) - 1]``.
+    For int8 codes the width is :func:`golden.numerics.accumulator_bits`.
     """
     if code_bits == nx.CODE_BITS:
         return nx.accumulator_bits(max_fan_in)
@@ -44,13 +44,30 @@ def required_acc_bits(max_fan_in, code_bits=nx.CODE_BITS):
     return (code_max * max_fan_in).bit_length() + 1
 
 
+def resolve_acc_bits(max_fan_in, acc_bits=None, code_bits=nx.CODE_BITS):
+    """Check the accumulator parameters and return ``acc_bits``, or the narrowest width for ``None``."""
+    check_positive_int("max_fan_in", max_fan_in)
+    check_positive_int("code_bits", code_bits)
+    if code_bits < 2:
+        raise ValueError(f"`code_bits` must be at least 2, not {code_bits!r}")
+
+    needed = required_acc_bits(max_fan_in, code_bits)
+    if acc_bits is None:
+        return needed
+    check_positive_int("acc_bits", acc_bits)
+    if acc_bits < needed:
+        raise ValueError(f"`acc_bits` {acc_bits} is too narrow for `max_fan_in` {max_fan_in}: "
+                         f"sums of {code_bits}-bit codes need at least {needed} bits")
+    return acc_bits
+
+
 def tile_layout(rows, inputs, code_bits=nx.CODE_BITS):
     """Return the payload layout of one engine tile.
 
-    ``trits`` holds row ``r``'s K trits at bits ``[r*2K, (r+1)*2K)``, trit ``l``
-    of a row at bits ``[2l, 2l+2)`` (the bank word layout of the weight memory,
-    banks concatenated). ``codes`` holds the K signed codes. ``first`` clears the
-    accumulators before this tile is added, ``last`` emits them after it.
+    ``trits`` has row ``r``'s K trits at bits ``[r*2K, (r+1)*2K)`` and trit ``l``
+    of a row at bits ``[2l, 2l+2)``, which is the weight memory's bank words
+    concatenated. ``codes`` are the K signed codes. ``first`` clears the
+    accumulators before this tile is added, and ``last`` emits them after it.
     """
     return data.StructLayout({
         "trits": unsigned(rows * inputs * nx.TRIT_BITS),
@@ -67,10 +84,10 @@ class TernaryEngine(wiring.Component):
     ``trits @ codes`` (R sums) to its R accumulators. After the tile marked
     ``last`` it emits the R accumulators as one output beat.
 
-    Structure: an input register, a select stage (each code is negated once and
-    the negation is shared by all R rows; a trit then picks the code, its
-    negation or zero), one adder-tree level per register stage in each row,
-    and the accumulators, which also load the output register.
+    Structure: an input register, then a select stage, where each code is
+    negated once for all R rows and a trit picks the code, its negation or
+    zero. Then each row has one adder-tree level per register stage. Last come
+    the accumulators, whose sums also load the output register.
 
     Latency: ``ceil_log2(inputs) + 3`` cycles from the cycle in which the
     ``last`` tile is transferred to the cycle in which its accumulators are
@@ -83,8 +100,8 @@ class TernaryEngine(wiring.Component):
     ``accumulators.ready`` to ``tiles.ready``.
 
     Accumulation is modulo ``2**acc_bits``, so the sums are exact whenever the
-    true total fits in ``acc_bits``: that holds for up to ``max_fan_in`` nonzero
-    trits per row group with codes in the symmetric range. A code of
+    true total fits in ``acc_bits``. This is the case for up to ``max_fan_in``
+    nonzero trits per row group with codes in the symmetric range. A code of
     ``-2**(code_bits-1)`` is outside that range and is negated to itself.
 
     Parameters
@@ -100,7 +117,7 @@ class TernaryEngine(wiring.Component):
         Width of a signed code.
     acc_bits : int or None
         Width of a signed accumulator. ``None`` selects the narrowest width
-        that holds ``max_fan_in`` products; a narrower value is rejected.
+        for ``max_fan_in`` products. A narrower value raises ``ValueError``.
 
     Members
     -------
@@ -113,18 +130,7 @@ class TernaryEngine(wiring.Component):
     def __init__(self, rows, inputs, *, max_fan_in, code_bits=nx.CODE_BITS, acc_bits=None):
         check_positive_int("rows", rows)
         check_positive_int("inputs", inputs)
-        check_positive_int("max_fan_in", max_fan_in)
-        check_positive_int("code_bits", code_bits)
-        if code_bits < 2:
-            raise ValueError(f"`code_bits` must be at least 2, not {code_bits!r}")
-
-        needed = required_acc_bits(max_fan_in, code_bits)
-        if acc_bits is None:
-            acc_bits = needed
-        check_positive_int("acc_bits", acc_bits)
-        if acc_bits < needed:
-            raise ValueError(f"`acc_bits` {acc_bits} is too narrow for `max_fan_in` {max_fan_in}: "
-                             f"sums of {code_bits}-bit codes need at least {needed} bits")
+        acc_bits = resolve_acc_bits(max_fan_in, acc_bits, code_bits)
 
         self._rows = rows
         self._inputs = inputs
@@ -171,7 +177,7 @@ class TernaryEngine(wiring.Component):
         rows, inputs, code_bits = self._rows, self._inputs, self._code_bits
 
         # Every pipeline register loads only while `advance` is high. It is low
-        # while the skid buffer holds a beat, which happens only after the
+        # while the skid buffer contains a beat, which happens only after the
         # output was not ready.
         skid_valid = Signal()
         advance = Signal()
@@ -207,15 +213,14 @@ class TernaryEngine(wiring.Component):
                 row_terms.append(term)
             terms.append(row_terms)
 
-        first, last, valid = tile.first, tile.last, tile_valid
-        first, last, valid = self._delay(m, advance, first, last, valid, name="select")
+        first, last, valid = self._delay(m, advance, tile.first, tile.last, tile_valid, name="select")
 
-        # Adder tree: one level per register stage; an odd operand out is delayed.
+        # Adder tree: one level per register stage. An odd operand out is only delayed.
         sums = [self._adder_tree(m, advance, row_terms, row) for row, row_terms in enumerate(terms)]
         for level in range(self.tree_levels):
             first, last, valid = self._delay(m, advance, first, last, valid, name=f"level_{level}")
 
-        # Accumulate; a `last` tile's totals go to the output register (or the skid buffer).
+        # Accumulate. The totals of a `last` tile go to the output register or the skid buffer.
         acc_shape = signed(self._acc_bits)
         accs = [Signal(acc_shape, name=f"acc_{row}") for row in range(rows)]
         totals = Signal(data.ArrayLayout(acc_shape, rows))
@@ -229,14 +234,14 @@ class TernaryEngine(wiring.Component):
 
     @staticmethod
     def _delay(m, advance, *values, name):
-        """Register ``values`` by one pipeline stage; return the registered copies."""
+        """Register ``values`` for one pipeline stage and return the registered copies."""
         delayed = [Signal.like(value, name=f"{name}_{index}") for index, value in enumerate(values)]
         with m.If(advance):
             m.d.sync += [reg.eq(value) for reg, value in zip(delayed, values)]
         return delayed
 
     def _adder_tree(self, m, advance, operands, row):
-        """Sum ``operands`` with a registered binary tree; return the sum signal."""
+        """Sum ``operands`` with a registered binary tree and return the sum signal."""
         level = 0
         while len(operands) > 1:
             reduced = []
@@ -264,5 +269,5 @@ class TernaryEngine(wiring.Component):
             with m.Elif(output.ready):
                 m.d.sync += output.valid.eq(0)
         with m.Elif(output.ready):
-            # The output register holds a beat whenever the skid buffer does.
+            # The output register contains a beat whenever the skid buffer does.
             m.d.sync += [output.payload.eq(skid), skid_valid.eq(0)]

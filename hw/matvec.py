@@ -15,7 +15,7 @@ from amaranth.utils import bits_for, ceil_log2
 
 from golden import numerics as nx
 
-from .engine import TernaryEngine, check_positive_int
+from .engine import TernaryEngine, check_positive_int, resolve_acc_bits
 from .weights import WeightMemory
 
 __all__ = ["MatVec", "CodeWriteSignature"]
@@ -29,7 +29,7 @@ class CodeWriteSignature(wiring.Signature):
     en : ``Out(width)``
         Write enable of each code.
     index : ``Out(index_bits)``
-        Element index of the first code; a multiple of ``width``.
+        Element index of the first code, a multiple of ``width``.
     data : ``Out(data.ArrayLayout(signed(8), width))``
         The codes, the one for element ``index + p`` at position ``p``.
     """
@@ -47,10 +47,13 @@ class MatVec(wiring.Component):
 
     A command names the projection's first weight word (``weight_base``), its
     ``row_groups`` and ``col_tiles``, and the code buffer word of its first
-    K codes (``code_base``). The command is accepted while ``busy`` is low;
+    K codes (``code_base``). The command is accepted while ``busy`` is low.
     ``busy`` then stays high until the beat of the last row group has been
     transferred on ``results``. A command with zero ``row_groups`` or zero
     ``col_tiles`` produces no beats and leaves ``busy`` low.
+
+    NOTE: the next command waits for the last beat of the current one, so each
+    projection of a back-to-back series pays the pipeline latency again.
 
     Latency and throughput: the address generator issues one tile per cycle
     with no gap between row groups, and the weight memory and the engine take
@@ -60,14 +63,16 @@ class MatVec(wiring.Component):
     after the cycle in which the command is transferred. Output backpressure
     stalls the whole pipeline.
 
-    The code buffer holds ``code_depth`` words of K codes. Its write port
+    The code buffer contains ``code_depth`` words of K codes. Its write port
     ``code_write`` writes up to P codes per cycle: the codes of elements
     ``index .. index + P - 1``, which lie in word ``index // K``. ``index`` must
-    be a multiple of P; its remainder modulo P is ignored. The buffer must not
-    be written while a command that reads the same words runs.
+    be a multiple of P, because the write port ignores its remainder modulo P.
+    The buffer must not be written while a command that reads the same words
+    runs.
 
-    Padding trits are zero, so a projection of ``cols`` columns needs
-    ``max_fan_in >= cols`` whatever the padding.
+    Padding trits are zero, so the accumulator width depends on the real
+    columns only: a projection of ``cols`` columns needs ``max_fan_in >= cols``,
+    not ``col_tiles * K``.
 
     Parameters
     ----------
@@ -80,9 +85,9 @@ class MatVec(wiring.Component):
     code_depth : int
         Words of K codes in the code buffer.
     code_write_width : int
-        P, the codes per write; it must divide ``inputs``.
+        P, the codes per write. It must divide ``inputs``.
     max_fan_in : int
-        The widest projection's ``cols``; sets the accumulator width.
+        The widest projection's ``cols``, which sets the accumulator width.
     acc_bits : int or None
         Accumulator width; ``None`` derives it from ``max_fan_in``.
 
@@ -96,16 +101,21 @@ class MatVec(wiring.Component):
         A command is running.
     code_write : ``In(CodeWriteSignature(code_write_width, index_bits))``
         Code buffer write port.
-    load_start, load_data, load_busy, load_error
+    load_start, load_words, load_data, load_busy, load_error
         The weight memory's loader, as in :class:`hw.weights.WeightMemory`.
     """
 
     def __init__(self, rows, inputs, *, weight_depth, code_depth, code_write_width, max_fan_in, acc_bits=None):
+        # Every parameter is checked before the engine and the weight memory
+        # exist, so a rejected MatVec leaves no unelaborated submodule behind.
+        check_positive_int("rows", rows)
+        check_positive_int("inputs", inputs)
+        check_positive_int("weight_depth", weight_depth)
         check_positive_int("code_depth", code_depth)
         check_positive_int("code_write_width", code_write_width)
-        check_positive_int("inputs", inputs)
         if inputs % code_write_width:
             raise ValueError(f"`code_write_width` must divide `inputs` {inputs}, not {code_write_width!r}")
+        resolve_acc_bits(max_fan_in, acc_bits)
 
         self._engine = TernaryEngine(rows, inputs, max_fan_in=max_fan_in, acc_bits=acc_bits)
         self._weights = WeightMemory(rows, inputs, weight_depth)
@@ -121,6 +131,7 @@ class MatVec(wiring.Component):
             "busy": Out(1),
             "code_write": In(CodeWriteSignature(code_write_width, self.code_index_bits)),
             "load_start": In(stream.Signature(self._weights.addr_width)),
+            "load_words": In(self._weights.load_words_width),
             "load_data": In(stream.Signature(8)),
             "load_busy": Out(1),
             "load_error": Out(1),
@@ -184,6 +195,7 @@ class MatVec(wiring.Component):
         wiring.connect(m, wiring.flipped(self.load_start), weights.load_start)
         wiring.connect(m, wiring.flipped(self.load_data), weights.load_data)
         m.d.comb += [
+            weights.load_words.eq(self.load_words),
             self.load_busy.eq(weights.load_busy),
             self.load_error.eq(weights.load_error),
         ]
@@ -221,7 +233,7 @@ class MatVec(wiring.Component):
             with m.Else():
                 m.d.sync += [tile.eq(tile + 1), code_addr.eq(code_addr + 1)]
 
-        # The tile flags follow the read data: loaded on the same transfer, held while it waits.
+        # The tile flags follow the read data. They load on the same transfer and hold while it waits.
         first_flag = Signal()
         last_flag = Signal()
         with m.If(read_accept):
@@ -235,7 +247,7 @@ class MatVec(wiring.Component):
             weights.read_data.ready.eq(engine.tiles.ready),
         ]
 
-        # Results: tag each beat with its row group; the last one ends the command.
+        # Results: tag each beat with its row group. The last beat ends the command.
         result_group = Signal.like(self.results.payload.row_group)
         m.d.comb += [
             self.results.valid.eq(engine.accumulators.valid),
@@ -265,14 +277,15 @@ class MatVec(wiring.Component):
         return m
 
     def _elaborate_code_buffer(self, m):
-        """Add the code buffer with its write port; return its read port."""
+        """Add the code buffer with its write port and return its read port."""
         inputs, width = self._inputs, self._code_write_width
         buffer = Memory(shape=data.ArrayLayout(signed(nx.CODE_BITS), inputs), depth=self._code_depth, init=[])
         m.submodules.code_buffer = buffer
         write = buffer.write_port(granularity=1)
         read = buffer.read_port()
 
-        # Element `index` lies in word `index // K` at lane `index % K`; lanes come in groups of P.
+        # Element `index` lies in word `index // K` at lane `index % K`, and lanes come in groups of P.
+        # NOTE: for K or P other than a power of two these are constant dividers in logic, not slices.
         index = self.code_write.index
         group = Signal(range(inputs // width))
         m.d.comb += [

@@ -78,17 +78,23 @@ class WeightMemory(wiring.Component):
     a combinational path from the downstream ready. Addresses at or above
     ``depth`` read undefined data.
 
-    Load side: a beat on ``load_start`` sets the word address of the next
-    trit and discards a partial word left by the previous load; it is accepted
-    only while ``load_busy`` is low. ``load_data`` takes one byte per cycle.
-    A byte packs five trits in base 3, ``sum((t_i + 1) * 3**i)``, trit 0 first
-    in linear order; a decoder register holds its trits for one cycle, then a
+    Load side: a beat on ``load_start`` starts a load at the word address in
+    its payload, and ``load_words`` at that transfer sets the number of bank
+    words (K trits each) to write. The start is accepted only while
+    ``load_busy`` is low, and it discards any partial word of the previous
+    load. ``load_data`` then takes one byte per cycle. A byte packs
+    five trits in base 3, ``sum((t_i + 1) * 3**i)``, trit 0 first in linear
+    order. A decoder register keeps the byte's trits for one cycle. Then a
     gearbox of ``K + 4`` trits assembles K-trit words and writes each to its
     bank as soon as it is complete. For ``inputs`` below 5 a byte may complete
-    more than one word, and the loader takes a byte only every few cycles.
+    more than one word, so the loader takes a byte about every ``5 / K`` cycles.
 
-    Trits past the last complete word of a load are never written: the
-    padding trits of the final byte would otherwise overwrite the next word.
+    Only the first ``load_words`` bank words of a load are written, so the zero
+    trits that pad the final byte never overwrite the next projection. Bytes
+    after the last word are consumed and dropped. A ``load_words`` of 0 writes
+    every complete word. That is safe for ``inputs`` of 5 or more and loads of
+    whole bank words, because the at most four padding trits then never
+    complete a word. For ``inputs`` below 5 they can, so such loads need a count.
 
     ``load_error`` rises on a byte above 242 (such a byte is consumed as five
     zero trits, so the words after it keep their place) and on a word that
@@ -114,7 +120,9 @@ class WeightMemory(wiring.Component):
     read_data : ``Out(stream.Signature(rows * inputs * 2))``
         The R bank words of each address.
     load_start : ``In(stream.Signature(addr_width))``
-        Word address at which the next load begins.
+        Word address at which a load begins.
+    load_words : ``In(load_words_width)``
+        Bank words to write in the load that starts, or 0 for no limit.
     load_data : ``In(stream.Signature(8))``
         Base-3 packed trit bytes in linear order.
     load_busy : ``Out(1)``
@@ -134,6 +142,7 @@ class WeightMemory(wiring.Component):
             "read_addr": In(stream.Signature(self.addr_width)),
             "read_data": Out(stream.Signature(self.word_bits * rows)),
             "load_start": In(stream.Signature(self.addr_width)),
+            "load_words": In(self.load_words_width),
             "load_data": In(stream.Signature(8)),
             "load_busy": Out(1),
             "load_error": Out(1),
@@ -155,6 +164,11 @@ class WeightMemory(wiring.Component):
     def addr_width(self):
         """Width of a word address (at least 1)."""
         return max(1, ceil_log2(self._depth))
+
+    @property
+    def load_words_width(self):
+        """Width of ``load_words``, enough for every bank word of the memory."""
+        return bits_for(self._depth * self._rows)
 
     @property
     def word_bits(self):
@@ -209,18 +223,18 @@ class WeightMemory(wiring.Component):
             with m.Default():
                 m.d.comb += invalid_byte.eq(1)
 
-        # Gearbox: `fill` trits wait in `pending`, oldest at bit 0; the rest is zero.
+        # Gearbox: `fill` trits wait in `pending`, the oldest at bit 0. Bits above them are zero.
         capacity = inputs + TRITS_PER_BYTE - 1
         pending = Signal(capacity * trit_bits)
         fill = Signal(range(capacity + 1))
         word_ready = Signal()
-        kept = Signal.like(pending)
-        kept_fill = Signal.like(fill)
+        pending_after_write = Signal.like(pending)
+        fill_after_write = Signal.like(fill)
         m.d.comb += [
             word_ready.eq(fill >= inputs),
-            kept.eq(Mux(word_ready, pending >> (inputs * trit_bits), pending)),
-            kept_fill.eq(Mux(word_ready, fill - inputs, fill)),
-            decoded_taken.eq(decoded_valid & (kept_fill < inputs)),
+            pending_after_write.eq(Mux(word_ready, pending >> (inputs * trit_bits), pending)),
+            fill_after_write.eq(Mux(word_ready, fill - inputs, fill)),
+            decoded_taken.eq(decoded_valid & (fill_after_write < inputs)),
             self.load_busy.eq(decoded_valid | word_ready),
             self.load_start.ready.eq(~self.load_busy),
             # A waiting start stops new bytes, so the bytes before it drain first.
@@ -228,11 +242,11 @@ class WeightMemory(wiring.Component):
         ]
         with m.If(decoded_taken):
             m.d.sync += [
-                pending.eq(kept | (decoded << (kept_fill * trit_bits))),
-                fill.eq(kept_fill + TRITS_PER_BYTE),
+                pending.eq(pending_after_write | (decoded << (fill_after_write * trit_bits))),
+                fill.eq(fill_after_write + TRITS_PER_BYTE),
             ]
         with m.Else():
-            m.d.sync += [pending.eq(kept), fill.eq(kept_fill)]
+            m.d.sync += [pending.eq(pending_after_write), fill.eq(fill_after_write)]
 
         with m.If(self.load_data.valid & self.load_data.ready):
             m.d.sync += [decoded.eq(byte_trits), decoded_valid.eq(1)]
@@ -244,15 +258,23 @@ class WeightMemory(wiring.Component):
         # Write the oldest K trits as one bank word, banks in turn, then the next address.
         word = Signal(bits_for(self._depth))
         bank = Signal(range(self._rows))
+        remaining = Signal.like(self.load_words)
+        limited = Signal()
+        write = Signal()
         in_range = Signal()
-        m.d.comb += in_range.eq(word < self._depth)
+        m.d.comb += [
+            write.eq(word_ready & (~limited | (remaining != 0))),
+            in_range.eq(word < self._depth),
+        ]
         for index, port in enumerate(write_ports):
             m.d.comb += [
                 port.addr.eq(word),
                 port.data.eq(pending[:inputs * trit_bits]),
-                port.en.eq(word_ready & in_range & (bank == index)),
+                port.en.eq(write & in_range & (bank == index)),
             ]
-        with m.If(word_ready):
+        with m.If(write):
+            with m.If(limited):
+                m.d.sync += remaining.eq(remaining - 1)
             with m.If(~in_range):
                 m.d.sync += self.load_error.eq(1)
             with m.Elif(bank == self._rows - 1):
@@ -263,6 +285,8 @@ class WeightMemory(wiring.Component):
         with m.If(self.load_start.valid & self.load_start.ready):
             m.d.sync += [
                 word.eq(self.load_start.payload),
+                remaining.eq(self.load_words),
+                limited.eq(self.load_words != 0),
                 bank.eq(0),
                 pending.eq(0),
                 fill.eq(0),

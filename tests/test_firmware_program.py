@@ -15,7 +15,7 @@ from golden.synthetic import random_tensors
 CASES = [
     # (H, I, V, L), core: rows, inputs, vector lanes, max H, I, V, L, weight depth
     ((96, 256, 1000, 3), CoreParams(4, 8, 2, 96, 256, 1000, 6, 16384)),
-    ((40, 100, 256, 2), CoreParams(3, 5, 5, 64, 128, 300, 3, 4096)),
+    ((40, 100, 256, 2), CoreParams(3, 5, 1, 64, 128, 300, 3, 4096)),
     ((24, 200, 256, 1), CoreParams(16, 32, 4, 64, 256, 256, 2, 4096)),
 ]
 
@@ -50,7 +50,7 @@ def test_encode_rejects_out_of_range_field():
 
 def test_zeroed_program_is_illegal():
     config = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_layers=1)
-    image = memory_image(prepare(config, random_tensors(config)), CoreParams(2, 4, 2, 8, 16, 16, 1, 256))
+    image = memory_image(prepare(config, random_tensors(config)), CoreParams(2, 8, 2, 8, 16, 16, 1, 256))
     image.program = [0] * len(image.program)
     with pytest.raises(RunError, match="illegal instruction ILLEGAL.*is a program loaded"):
         ProgramModel(image).run(1)
@@ -58,7 +58,7 @@ def test_zeroed_program_is_illegal():
 
 def test_token_out_of_range_stops_run():
     config = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_layers=1)
-    image = memory_image(prepare(config, random_tensors(config)), CoreParams(2, 4, 2, 8, 16, 16, 1, 256))
+    image = memory_image(prepare(config, random_tensors(config)), CoreParams(2, 8, 2, 8, 16, 16, 1, 256))
     with pytest.raises(RunError, match=r"token id 16 is outside the vocabulary 0\.\.15"):
         ProgramModel(image).run(16)
 
@@ -77,8 +77,12 @@ def test_model_too_large_for_core():
 def test_core_params_checked():
     with pytest.raises(ValueError, match="`rows` must be a positive integer, not 0"):
         CoreParams(0, 8, 2, 64, 64, 64, 1, 64)
-    with pytest.raises(ValueError, match=r"`vector_lanes` must divide `inputs` \(8\), not 3"):
+    with pytest.raises(ValueError, match="`inputs` must be at least 5, not 4"):
+        CoreParams(4, 4, 2, 64, 64, 64, 1, 64)
+    with pytest.raises(ValueError, match="`vector_lanes` must be a power of two, not 3"):
         CoreParams(4, 8, 3, 64, 64, 64, 1, 64)
+    with pytest.raises(ValueError, match=r"`vector_lanes` must divide `rows` \(6\), not 4"):
+        CoreParams(6, 8, 4, 64, 64, 64, 1, 64)
     with pytest.raises(TypeError, match="`inputs` must be an integer, not 8.0"):
         CoreParams(4, 8.0, 2, 64, 64, 64, 1, 64)
 
@@ -92,7 +96,7 @@ def test_bundled_model_fills_512_lanes_exactly():
 
 def test_disassembly_names_every_instruction():
     config = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_layers=1)
-    layout = plan(config, CoreParams(2, 4, 2, 8, 16, 16, 1, 256))
+    layout = plan(config, CoreParams(2, 8, 2, 8, 16, 16, 1, 256))
     text = disassemble(assemble(layout, embed_exp=14))
     assert text.splitlines()[0].strip().startswith("0  EMBED(vec_dst=0, count=8, shift=-2")
     assert text.splitlines()[-1].strip().endswith("END()")
