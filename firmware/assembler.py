@@ -48,7 +48,12 @@ def assemble(layout: ModelLayout, embed_exp):
     H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
     code_words = -(-core.max_fan_in // core.inputs)
     vec, acc = layout.vec, layout.acc
-    program = [encode(Opcode.EMBED, vec_dst=vec["x"], count=H, shift=embed_exp - ACT_FRAC,
+    shift = embed_exp - ACT_FRAC
+    if not -16 <= shift <= 31:
+        # int16 embeddings shifted left by more than 16 bits leave the Q16 range.
+        raise ValueError(f"embedding exponent {embed_exp} gives an EMBED shift of {shift}; "
+                         f"it must be in [-16, 31] (the embeddings' absmax must be below 2**15)")
+    program = [encode(Opcode.EMBED, vec_dst=vec["x"], count=H, shift=shift,
                       dst_max=MaxRegister.X, vocab=V)]
 
     def quantize(stage, src, src_max, count, slots):

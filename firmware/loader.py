@@ -90,3 +90,42 @@ def memory_image(params: IntParams, core: CoreParams):
 
     program = assemble(layout, params.embed_exp)
     return MemoryImage(layout, program, weights, const, scalars, embeddings.ravel(), bounds.ravel())
+
+
+def target_payloads(image: MemoryImage):
+    """Return ``[(target name, byte address, bytes)]`` for every byte-addressed target.
+
+    Element formats are little-endian: VECTORS 4 x int16 per element,
+    EMBEDDINGS and LOWER_BOUNDS 16 bits, SCALARS mantissa u16 then exponent
+    i16, PROGRAM one instruction word of 16 bytes.
+    """
+    from .assembler import program_bytes
+
+    return [
+        ("PROGRAM", 0, program_bytes(image.program)),
+        ("VECTORS", 0, image.const.astype("<i2").tobytes()),
+        ("EMBEDDINGS", 0, image.embeddings.astype("<i2").tobytes()),
+        ("LOWER_BOUNDS", 0, image.lower_bounds.astype("<u2").tobytes()),
+        ("SCALARS", 0, np.column_stack([image.scalars[:, 0].astype("<u2").view("<i2"),
+                                        image.scalars[:, 1].astype("<i2")]).astype("<i2").tobytes()),
+    ]
+
+
+def weight_frames(image: MemoryImage, max_bytes):
+    """Split the weight memory into WRITE frames of whole words.
+
+    Yields ``(word address, base-3 bytes)``. Each frame holds as many whole
+    words as fit in ``max_bytes``; the trits of the last byte past the last
+    word are padding, which the loader drops.
+    """
+    from golden.image import pack_trits
+
+    words, R, K = image.weights.shape
+    per_word = R * K
+    words_per_frame = max(1, (max_bytes * 5) // per_word)
+    if -(-per_word // 5) > max_bytes:
+        raise ValueError(f"a weight word of {per_word} trits needs {-(-per_word // 5)} bytes, "
+                         f"more than a frame's {max_bytes}")
+    for start in range(0, words, words_per_frame):
+        chunk = image.weights[start:start + words_per_frame]
+        yield start, pack_trits(chunk.ravel())

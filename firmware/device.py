@@ -1,0 +1,94 @@
+"""Host-side driver of one accelerator over the link: load a model, run tokens, read results.
+
+It works the same over a board's serial port and over a simulated link,
+because it only needs a :class:`firmware.protocol.Link`.
+"""
+
+import logging
+import struct
+
+import numpy as np
+
+from golden.int_model import IntParams
+
+from .isa import CoreParams
+from .loader import MemoryImage, memory_image, target_payloads, weight_frames
+from .protocol import MAX_WRITE_DATA, Command, Link, Target, write_payload
+
+__all__ = ["Device", "core_params_from_status"]
+
+logger = logging.getLogger(__name__)
+
+
+def core_params_from_status(status):
+    """Build the :class:`CoreParams` of a device from its STATUS fields."""
+    return CoreParams(
+        rows=status["rows"], inputs=status["inputs"], vector_lanes=status["vector_lanes"],
+        max_hidden=status["max_hidden"], max_intermediate=status["max_intermediate"],
+        max_vocab=status["max_vocab"], max_layers=status["max_layers"],
+        weight_depth=status["weights_bytes"], program_depth=status["program_bytes"] // 16,
+    )
+
+
+class Device:
+    """An accelerator reached through ``link``."""
+
+    def __init__(self, link: Link):
+        self.link = link
+        self.status = link.status()
+        self.core = core_params_from_status(self.status)
+        self.image = None
+
+    def load(self, params: IntParams, progress=None):
+        """Lay ``params`` out for this device's core and write every memory.
+
+        Raises :class:`firmware.layout.FitError` (naming the sizes) before
+        anything is sent when the model does not fit. ``progress(done, total)``
+        is called with bytes sent so far.
+        """
+        image = memory_image(params, self.core)
+        payloads = target_payloads(image)
+        frames = list(weight_frames(image, MAX_WRITE_DATA))
+        total = sum(len(data) for _, _, data in payloads) + sum(len(data) for _, data in frames)
+        sent = 0
+        for name, address, data in payloads:
+            logger.info("loading %s: %d bytes", name.lower(), len(data))
+            self.link.write(Target[name], address, data)
+            sent += len(data)
+            if progress:
+                progress(sent, total)
+        logger.info("loading weights: %d frames", len(frames))
+        for word, data in frames:
+            self.link.execute(Command.WRITE, write_payload(Target.WEIGHTS, word, data), reply_size=0)
+            sent += len(data)
+            if progress:
+                progress(sent, total)
+        self.image = image
+        return image
+
+    def reset_state(self):
+        self.link.reset_state()
+
+    def run(self, token, timeout=None):
+        """Run one decoding step; return the :class:`~firmware.protocol.RunResult`."""
+        return self.link.run(token, timeout=timeout)
+
+    def head_accumulators(self):
+        """Read the LM head's integer accumulators of the last run (int64, length V)."""
+        layout = self._layout()
+        count = layout.config.vocab_size
+        data = self.link.read(Target.ACCUMULATORS, layout.acc["head"] * 4, count * 4)
+        return np.frombuffer(data, dtype="<i4").astype(np.int64)
+
+    def states(self):
+        """Read every layer's recurrent state (int64, L x H, Q16)."""
+        layout = self._layout()
+        config, stride = layout.config, layout.hidden_stride
+        data = self.link.read(Target.STATE, 0, config.num_layers * stride * 4)
+        states = np.frombuffer(data, dtype="<i4").astype(np.int64).reshape(config.num_layers, stride)
+        return states[:, :config.hidden_size]
+
+    def _layout(self):
+        if self.image is None:
+            raise RuntimeError("no model loaded: call load() first")
+        return self.image.layout

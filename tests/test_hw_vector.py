@@ -1,0 +1,431 @@
+"""VectorUnit in simulation against ProgramModel, instruction by instruction.
+
+Each test runs instructions on the unit and on
+:class:`firmware.program_model.ProgramModel` side by side and compares every
+register and the VEC, ACC, STATE memories and the code buffer after each
+instruction. MATVEC's beats are the model's accumulators, cut into row
+groups as the projection unit sends them.
+
+The model shape has no dimension that is a multiple of P = 4 except the
+intermediate size 100, so most passes end in a partial group.
+"""
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from firmware.isa import MAX_REGISTERS, SCALE_REGISTERS, SLOTS, CoreParams, Opcode, decode, encode
+from firmware.loader import memory_image, target_payloads
+from firmware.program_model import ProgramModel
+from firmware.protocol import Target
+from golden import numerics as nx
+from golden.config import ModelConfig
+from golden.int_model import prepare
+from golden.synthetic import random_tensors
+from hw.vector import HOST_ELEMENT_BYTES, VectorUnit
+
+CONFIG = ModelConfig(vocab_size=71, hidden_size=42, intermediate_size=98, num_layers=2)
+CORE = CoreParams(rows=4, inputs=8, vector_lanes=4, max_hidden=48, max_intermediate=112, max_vocab=80,
+                  max_layers=2, weight_depth=4096)
+TOKENS = (17, 70)
+CYCLE_LIMIT = 2_000
+
+
+@pytest.fixture(scope="module")
+def image():
+    params = prepare(CONFIG, random_tensors(CONFIG, seed=11))
+    return memory_image(params, CORE)
+
+
+def program_instructions(image):
+    """Return the decoded instructions of the program, without its END."""
+    instructions = [decode(word) for word in image.program]
+    assert instructions[-1].opcode == Opcode.END
+    return instructions[:-1]
+
+
+def element_count(instr):
+    return instr.fields.get("count", 0)
+
+
+class Bench:
+    """Drives one VectorUnit and a ProgramModel with the same instructions and compares them."""
+
+    def __init__(self, unit, image, *, beat_idle=0.0, seed=0):
+        self.unit = unit
+        self.image = image
+        self.model = ProgramModel(image)
+        self.lanes = unit.core.vector_lanes
+        self.rows = unit.core.rows
+        self.codes = np.zeros_like(self.model.codes)
+        self.beat_idle = beat_idle
+        self.rng = np.random.default_rng(seed)
+
+    async def execute(self, ctx, instr, token=0):
+        """Run ``instr`` on both; return the unit's cycles from ``start`` to ``done``."""
+        self.model.execute(instr, token)
+        beats = []
+        if instr.opcode == Opcode.MATVEC:
+            values = self.model.acc[instr.acc_dst:instr.acc_dst + instr.row_groups * self.rows]
+            beats = [{"accumulators": [int(value) for value in values[group * self.rows:(group + 1) * self.rows]],
+                      "row_group": group} for group in range(instr.row_groups)]
+        return await self.run_unit(ctx, instr, token, beats)
+
+    async def run_unit(self, ctx, instr, token, beats):
+        unit = self.unit
+        ctx.set(unit.instruction.as_value(), encode(instr.opcode, **instr.fields))
+        ctx.set(unit.token, token)
+        ctx.set(unit.start, 1)
+        await ctx.tick()
+        ctx.set(unit.start, 0)
+
+        offered = False
+        for cycle in range(1, CYCLE_LIMIT):
+            if beats and not offered and self.rng.random() >= self.beat_idle:
+                ctx.set(unit.results.payload, beats[0])
+                offered = True
+            ctx.set(unit.results.valid, offered)
+            _, _, done, valid, ready, enable, index, codes = await ctx.tick().sample(
+                unit.done, unit.results.valid, unit.results.ready,
+                unit.code_write.en, unit.code_write.index, unit.code_write.data)
+            if valid and ready:
+                beats.pop(0)
+                offered = False
+            for lane in range(self.lanes):
+                if enable >> lane & 1:
+                    self.codes[index + lane] = codes[lane]
+            if done:
+                ctx.set(unit.results.valid, 0)
+                assert not beats, f"{instr}: {len(beats)} beats were not taken"
+                return cycle
+        raise AssertionError(f"{instr}: no done within {CYCLE_LIMIT} cycles")
+
+    def read_vec(self, ctx):
+        memory = self.unit.memories["vec"]
+        return np.array([ctx.get(memory.data[word])[lane] for word in range(memory.depth)
+                         for lane in range(self.lanes)], dtype=np.int64)
+
+    def read_acc(self, ctx):
+        memory = self.unit.memories["acc"]
+        return np.array([ctx.get(memory.data[word])[lane] for word in range(memory.depth)
+                         for lane in range(self.lanes)], dtype=np.int64)
+
+    def read_state(self, ctx):
+        memory = self.unit.memories["state"]
+        values = []
+        for word in range(memory.depth):
+            raw = ctx.get(memory.data[word])
+            for lane in range(self.lanes):
+                value = raw >> (32 * lane) & 0xFFFF_FFFF
+                values.append(value - (1 << 32) if value >> 31 else value)
+        return np.array(values, dtype=np.int64)
+
+    def compare(self, ctx, instr):
+        """Assert that the unit's registers and memories equal the model's after ``instr``."""
+        unit, model = self.unit, self.model
+        registers = unit.registers
+        absmax = [ctx.get(register) for register in registers["absmax"]]
+        assert absmax == model.max, f"{instr}: absmax registers"
+        scales = [ctx.get(register) for register in registers["scale"]]
+        assert [(scale.mantissa, scale.exponent) for scale in scales] == \
+            [(scale.mantissa, scale.exponent) for scale in model.scale], f"{instr}: scale registers"
+        assert ctx.get(registers["sumsq"]) == model.sumsq, f"{instr}: sumsq"
+        assert [ctx.get(register) for register in registers["zmax"]] == model.zmax, f"{instr}: zmax"
+        assert ctx.get(unit.argmax) == model.argmax, f"{instr}: argmax"
+
+        vec = self.read_vec(ctx)
+        np.testing.assert_array_equal(vec[:model.vec.size], model.vec, err_msg=f"{instr}: VEC")
+        acc = self.read_acc(ctx)
+        np.testing.assert_array_equal(acc[:model.acc.size], model.acc, err_msg=f"{instr}: ACC")
+        state = self.read_state(ctx)
+        np.testing.assert_array_equal(state[:model.state.size], model.state, err_msg=f"{instr}: STATE")
+        np.testing.assert_array_equal(self.codes, model.codes, err_msg=f"{instr}: code buffer")
+
+    async def reset_state(self, ctx):
+        """Pulse ``reset_state`` and wait for ``reset_done``; return the cycles in between."""
+        ctx.set(self.unit.reset_state, 1)
+        await ctx.tick()
+        ctx.set(self.unit.reset_state, 0)
+        for cycle in range(1, CYCLE_LIMIT):
+            _, _, done = await ctx.tick().sample(self.unit.reset_done)
+            if done:
+                self.model.reset_state()
+                return cycle
+        raise AssertionError(f"no reset_done within {CYCLE_LIMIT} cycles")
+
+
+def simulate(unit, testbench):
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+async def host_write(ctx, unit, target, address, data):
+    """Write ``data`` byte by byte through the host port, one byte per cycle."""
+    ctx.set(unit.host_write.target, target)
+    ctx.set(unit.host_write.en, 1)
+    for offset, byte in enumerate(data):
+        ctx.set(unit.host_write.address, address + offset)
+        ctx.set(unit.host_write.data, byte)
+        await ctx.tick()
+    ctx.set(unit.host_write.en, 0)
+
+
+async def host_read(ctx, unit, target, address, count):
+    """Read ``count`` bytes through the host port, one new address in every cycle."""
+    latency = unit.host_read_latency
+    result = bytearray()
+    ctx.set(unit.host_read.target, target)
+    for cycle in range(count + latency - 1):
+        if cycle < count:
+            ctx.set(unit.host_read.address, address + cycle)
+        await ctx.tick()
+        # This is cycle `cycle + 1`, with the byte of the address presented `latency` cycles earlier.
+        if cycle + 1 >= latency:
+            result.append(ctx.get(unit.host_read.data))
+    return bytes(result)
+
+
+def core_without_checks(**fields):
+    """Return a CoreParams built past its own checks, which reject these shapes first, to reach the unit's."""
+    core = object.__new__(CoreParams)
+    for name, value in fields.items():
+        object.__setattr__(core, name, value)
+    return core
+
+
+def test_vector_unit_rejects_lanes_not_power_of_two():
+    core = core_without_checks(rows=6, inputs=6, vector_lanes=3)
+    with pytest.raises(ValueError, match=r"^`vector_lanes` must be a power of two, not 3$"):
+        VectorUnit(core)
+
+
+def test_vector_unit_rejects_lanes_not_dividing_rows():
+    core = core_without_checks(rows=2, inputs=8, vector_lanes=4)
+    with pytest.raises(ValueError, match=r"^`vector_lanes` must divide `rows` \(2\), not 4$"):
+        VectorUnit(core)
+
+
+def test_vector_unit_rejects_other_core_types():
+    with pytest.raises(TypeError, match=r"^`core` must be a CoreParams, not 4$"):
+        VectorUnit(4)
+
+
+def test_vector_unit_one_token_matches_model(image):
+    unit = VectorUnit(CORE, image=image)
+    bench = Bench(unit, image)
+    measured = []
+
+    async def testbench(ctx):
+        for instr in program_instructions(image):
+            cycles = await bench.execute(ctx, instr, TOKENS[0])
+            bench.compare(ctx, instr)
+            measured.append((instr, cycles))
+
+    simulate(unit, testbench)
+    assert bench.model.argmax == int(np.argmax(bench.model.head_accumulators()))
+    for instr, cycles in measured:
+        expected = unit.cycles(instr.opcode, element_count(instr), instr.fields.get("row_groups", 0))
+        assert cycles == expected, f"{instr}: {cycles} cycles, documented {expected}"
+
+
+def test_vector_unit_two_tokens_then_reset_state(image):
+    # Beats arrive with random gaps, and the second token starts from the first one's state.
+    unit = VectorUnit(CORE, image=image)
+    bench = Bench(unit, image, beat_idle=0.4, seed=5)
+    reset_cycles = []
+
+    async def testbench(ctx):
+        for token in TOKENS:
+            for instr in program_instructions(image):
+                await bench.execute(ctx, instr, token)
+                bench.compare(ctx, instr)
+        assert np.any(bench.read_state(ctx) != 0)
+        reset_cycles.append(await bench.reset_state(ctx))
+        np.testing.assert_array_equal(bench.read_state(ctx), 0)
+        # The first GATES after a reset reads a zero state again.
+        for instr in program_instructions(image):
+            await bench.execute(ctx, instr, TOKENS[0])
+            bench.compare(ctx, instr)
+            if instr.opcode == Opcode.GATES:
+                break
+
+    simulate(unit, testbench)
+    assert reset_cycles == [unit.memories["state"].depth + 1]
+
+
+def test_vector_unit_resid_saturates(image):
+    # Residuals next to both int32 limits plus large scaled accumulators.
+    unit = VectorUnit(CORE, image=image)
+    bench = Bench(unit, image)
+    rng = np.random.default_rng(2)
+    count = 13
+    vec_base, acc_base = 8, 16
+    int32_max, int32_min = (1 << 31) - 1, -(1 << 31)
+    residual = np.where(rng.random(count) < 0.5, int32_max - rng.integers(0, 1000, count),
+                        int32_min + rng.integers(0, 1000, count))
+    acc_limit = 1 << (CORE.acc_bits - 1)
+    acc = rng.integers(-acc_limit, acc_limit, count)
+    acc[:2] = [acc_limit - 1, -acc_limit]
+    scale = nx.Scalar(0xC000, 4)
+
+    async def testbench(ctx):
+        vec_memory, acc_memory = unit.memories["vec"], unit.memories["acc"]
+        # A value past `count` must stay as it is.
+        bench.model.vec[vec_base:vec_base + 16] = 12345
+        bench.model.vec[vec_base:vec_base + count] = residual
+        bench.model.acc[acc_base:acc_base + count] = acc
+        for word in range(4):
+            ctx.set(vec_memory.data[vec_base // 4 + word],
+                    [int(value) for value in bench.model.vec[vec_base + 4 * word:vec_base + 4 * word + 4]])
+            ctx.set(acc_memory.data[acc_base // 4 + word],
+                    [int(value) for value in bench.model.acc[acc_base + 4 * word:acc_base + 4 * word + 4]])
+        ctx.set(unit.registers["scale"][3], {"mantissa": scale.mantissa, "exponent": scale.exponent})
+        bench.model.scale[3] = scale
+
+        instr = decode(encode(Opcode.RESID, acc_src=acc_base, scale=3, vec_dst=vec_base, dst_max=6, count=count))
+        await bench.execute(ctx, instr)
+        bench.compare(ctx, instr)
+
+    simulate(unit, testbench)
+    written = bench.model.vec[vec_base:vec_base + count]
+    assert np.any(written == int32_max)
+    assert np.any(written == int32_min)
+
+
+def test_vector_unit_argmax_ties_and_empty_passes(image):
+    # Equal maxima across lanes and groups, a tail of 3, and passes with count 0.
+    unit = VectorUnit(CORE, image=image)
+    bench = Bench(unit, image)
+    values = np.array([5, 9, 9, -3, 9, 0, 9, 1, 2, 9, 100, -7, 100, 100, 100], dtype=np.int64)
+
+    async def testbench(ctx):
+        acc_memory = unit.memories["acc"]
+        padded = np.concatenate([values, [1000]])        # element 15 is past the count
+        bench.model.acc[:16] = padded
+        for word in range(4):
+            ctx.set(acc_memory.data[word], [int(value) for value in padded[4 * word:4 * word + 4]])
+
+        for count in (11, 15, 10, 3):
+            instr = decode(encode(Opcode.ARGMAX, acc_src=0, count=count))
+            await bench.execute(ctx, instr)
+            bench.compare(ctx, instr)
+
+        # An empty pass writes nothing and clears its absmax register.
+        ctx.set(unit.registers["absmax"][2], 77)
+        bench.model.max[2] = 77
+        instr = decode(encode(Opcode.MUL2, acc_src=0, acc_max=0, vec_src=0, vec_max=0, vec_dst=4, dst_max=2,
+                              count=0))
+        await bench.execute(ctx, instr)
+        bench.compare(ctx, instr)
+        assert ctx.get(unit.registers["absmax"][2]) == 0
+
+    simulate(unit, testbench)
+    assert bench.model.argmax == 1
+
+
+def test_vector_unit_host_load_runs_first_stage(image):
+    # Only what the first stage reads is loaded, through the host port.
+    unit = VectorUnit(CORE)
+    bench = Bench(unit, image)
+    payloads = {Target[name]: data for name, _, data in target_payloads(image) if name != "PROGRAM"}
+    layout = image.layout
+    stride_bytes = layout.hidden_stride * HOST_ELEMENT_BYTES[Target.EMBEDDINGS]
+    token = TOKENS[1]
+    first_stage = layout.stage_const[next(iter(layout.stage_const))]
+    const_bytes = slice(first_stage * 8, (first_stage + layout.hidden_stride) * 8)
+    loads = [
+        (Target.VECTORS, const_bytes.start, payloads[Target.VECTORS][const_bytes]),
+        (Target.EMBEDDINGS, token * stride_bytes,
+         payloads[Target.EMBEDDINGS][token * stride_bytes:(token + 1) * stride_bytes]),
+        (Target.LOWER_BOUNDS, 0, payloads[Target.LOWER_BOUNDS]),
+        (Target.SCALARS, 0, payloads[Target.SCALARS]),
+    ]
+
+    async def testbench(ctx):
+        for target, address, data in loads:
+            await host_write(ctx, unit, target, address, data)
+        for target, address, data in loads:
+            assert await host_read(ctx, unit, target, address, len(data)) == data, f"target {target}"
+        for instr in program_instructions(image):
+            await bench.execute(ctx, instr, token)
+            bench.compare(ctx, instr)
+            if instr.opcode == Opcode.MUL2:
+                break
+
+    simulate(unit, testbench)
+
+
+def test_vector_unit_host_round_trip_every_target():
+    unit = VectorUnit(CORE)
+    rng = np.random.default_rng(9)
+    writable = [Target.VECTORS, Target.EMBEDDINGS, Target.LOWER_BOUNDS, Target.SCALARS, Target.STATE]
+    # A few bytes at the start, in the middle (not on a word boundary) and at the end of each target.
+    windows = {}
+    for target in writable:
+        size = unit.target_bytes(target)
+        windows[target] = [(0, bytes(rng.integers(0, 256, 12, dtype=np.uint8))),
+                           (size // 2 + 3, bytes(rng.integers(0, 256, 7, dtype=np.uint8))),
+                           (size - 9, bytes(rng.integers(0, 256, 9, dtype=np.uint8)))]
+    acc_limit = 1 << (CORE.acc_bits - 1)
+    accumulators = rng.integers(-acc_limit, acc_limit, 16)
+    accumulators[:2] = [-acc_limit, acc_limit - 1]
+
+    async def testbench(ctx):
+        for target, pieces in windows.items():
+            for address, data in pieces:
+                await host_write(ctx, unit, target, address, data)
+        # A write one byte past the end is ignored, not wrapped to the start.
+        for target in writable:
+            await host_write(ctx, unit, target, unit.target_bytes(target), b"\xAA")
+        # Writes to the read-only accumulators are ignored.
+        await host_write(ctx, unit, Target.ACCUMULATORS, 0, b"\x55" * 8)
+
+        for target, pieces in windows.items():
+            for address, data in pieces:
+                assert await host_read(ctx, unit, target, address, len(data)) == data, \
+                    f"target {target} address {address}"
+
+        acc_memory = unit.memories["acc"]
+        for word in range(4):
+            ctx.set(acc_memory.data[word], [int(value) for value in accumulators[4 * word:4 * word + 4]])
+        expected = accumulators.astype("<i4").tobytes()
+        assert await host_read(ctx, unit, Target.ACCUMULATORS, 0, len(expected)) == expected
+
+        # The STATE bytes written above read back through a reset as zero.
+        ctx.set(unit.reset_state, 1)
+        await ctx.tick()
+        ctx.set(unit.reset_state, 0)
+        await ctx.tick().until(unit.reset_done)
+        size = unit.target_bytes(Target.STATE)
+        assert await host_read(ctx, unit, Target.STATE, size - 9, 9) == bytes(9)
+
+    simulate(unit, testbench)
+
+
+def test_vector_unit_converts_to_verilog():
+    core = CoreParams(rows=4, inputs=8, vector_lanes=2, max_hidden=40, max_intermediate=96, max_vocab=64,
+                      max_layers=2, weight_depth=1024)
+    text = verilog.convert(VectorUnit(core), name="vector_unit")
+    assert "module vector_unit" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rows, inputs, lanes", [(4, 8, 1), (6, 8, 2), (8, 16, 8)])
+def test_vector_unit_token_other_lane_counts(rows, inputs, lanes):
+    core = CoreParams(rows=rows, inputs=inputs, vector_lanes=lanes, max_hidden=48, max_intermediate=112,
+                      max_vocab=80, max_layers=2, weight_depth=4096)
+    image = memory_image(prepare(CONFIG, random_tensors(CONFIG, seed=lanes)), core)
+    unit = VectorUnit(core, image=image)
+    bench = Bench(unit, image, beat_idle=0.2, seed=lanes)
+
+    async def testbench(ctx):
+        for instr in program_instructions(image):
+            cycles = await bench.execute(ctx, instr, TOKENS[1])
+            bench.compare(ctx, instr)
+            if instr.opcode != Opcode.MATVEC:
+                assert cycles == unit.cycles(instr.opcode, element_count(instr)), f"{instr}: cycles"
+
+    simulate(unit, testbench)
