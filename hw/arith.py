@@ -380,7 +380,7 @@ class ApplyScale(wiring.Component):
     acc : In(signed(width))
         Accumulator.
     scale : In(ScalarLayout)
-        Scale; it may change every cycle.
+        Scale, which may change every cycle.
     value : Out(signed(32))
         Q16 result.
     """
@@ -507,9 +507,9 @@ class QuantizeCode(wiring.Component):
     Parameters
     ----------
     width : int
-        Signed width of ``z`` and unsigned width of ``absmax``; 32 by default.
+        Signed width of ``z`` and unsigned width of ``absmax``, 32 by default.
     lanes : int
-        Number of ``z`` values per cycle; 1 by default.
+        Number of ``z`` values per cycle, 1 by default.
 
     Members
     -------
@@ -641,7 +641,7 @@ class Norm16(wiring.Component):
     Parameters
     ----------
     width : int
-        Signed width of ``value``; 32 by default.
+        Signed width of ``value``, 32 by default.
 
     Members
     -------

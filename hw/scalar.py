@@ -52,18 +52,22 @@ class ScalarUnit(wiring.Component):
     """Compute ``scalar_from_int``, ``scalar_mul`` and ``scalar_rsqrt``, bit-exact with golden.
 
     - FROM_INT: ``value`` (up to 48 bits) normalized to a 16-bit mantissa,
-      truncating; 0 gives the zero Scalar.
+      truncating. 0 gives the zero Scalar.
     - MUL: ``a * b``, the 32-bit product of the mantissas truncated to 16
-      bits; a zero operand gives the zero Scalar.
+      bits. ``a`` and ``b`` are normalized Scalars (mantissa 0 or in
+      [2**15, 2**16)), as golden requires, and a zero operand gives the zero
+      Scalar.
     - RSQRT: ``1 / sqrt(value)`` from ``golden.numerics.RSQRT_TABLE``, after
-      normalizing ``value`` by an even shift; 0 gives the zero Scalar.
+      normalizing ``value`` by an even shift. 0 gives the zero Scalar.
 
-    The exponent has :data:`SCALAR_EXPONENT_BITS` bits, so exponents in
-    [-512, 511] are exact. FROM_INT gives exponents in [-15, 32] and RSQRT
-    in [-39, -16], whatever the operand.
+    The encoding 3 of ``op`` gives the zero Scalar. The exponent has
+    :data:`SCALAR_EXPONENT_BITS` bits, so exponents in [-512, 511] are exact.
+    FROM_INT gives exponents in [-15, 32] and RSQRT in [-39, -16], whatever
+    the operand.
 
     NOTE: a MUL whose exponent falls outside [-512, 511] wraps around, with no
-    flag. The scales of a decoding step stay within about +-40.
+    flag. The output scales of a random-weight model and their intermediate
+    products stay within [-31, 14].
 
     The unit is a pipeline that accepts one command per cycle and has no
     backpressure: a result is valid exactly ``latency`` cycles (5) after its

@@ -17,14 +17,14 @@ from amaranth.back import verilog
 
 from firmware.isa import CoreParams
 from hw.lint import WAIVED_WARNINGS, verilator_environment
-from hw.top import Accelerator
+from .shim import SIM_TOP_NAME, LinkShim
 
 __all__ = ["TOP_NAME", "build_accelerator", "run_bench", "ROOT"]
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_NAME = "mmfree_accelerator"
+TOP_NAME = SIM_TOP_NAME
 SOURCE_DIRS = ("hw", "firmware", "golden")
 
 
@@ -61,7 +61,7 @@ def build_accelerator(params: CoreParams, *, timeout_cycles=200_000, waves=False
         logger.info("generating Verilog for %d lanes (%d x %d), %d vector lanes",
                     params.lanes, params.rows, params.inputs, params.vector_lanes)
         build_dir.mkdir(parents=True, exist_ok=True)
-        text = verilog.convert(Accelerator(params, timeout_cycles=timeout_cycles), name=TOP_NAME, emit_src=False)
+        text = verilog.convert(LinkShim(params, timeout_cycles=timeout_cycles), name=TOP_NAME, emit_src=False)
         source.write_text(text)
         logger.info("wrote %s in %.1f s", source, time.monotonic() - start)
 

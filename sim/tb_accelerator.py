@@ -1,7 +1,8 @@
 """cocotb test bench of the whole accelerator, driven through its link.
 
-The bench starts the clock, drives the byte stream in with random idle
-cycles and takes the byte stream out with random backpressure. The host
+The bench starts the clock; the simulation-only :class:`sim.shim.LinkShim`
+feeds the byte stream in with random idle cycles and takes the byte stream
+out with random backpressure, a whole frame at a time. The host
 driver (:class:`firmware.device.Device` over :class:`firmware.protocol.Link`),
 the same code that talks to a board, runs in a thread and reaches the
 simulation through :class:`SimulatedPort`, so the bench exercises exactly
@@ -15,14 +16,12 @@ Settings come from environment variables (set by :mod:`sim.build`):
 ``MMFREE_MODEL``     a model directory, or ``random:H,I,V,L,SEED``
 ``MMFREE_PROMPT``    prompt text (byte-level models) or comma-separated token ids
 ``MMFREE_TOKENS``    tokens to generate after the prompt
-``MMFREE_SEED``      seed of the idle and backpressure patterns
 ``MMFREE_IDLE``      probability of an idle cycle on either stream (0 to 1)
 ``MMFREE_DEMO``      when 1, print the generated text as it comes
 """
 
 import json
 import os
-import random
 import sys
 import time
 
@@ -30,7 +29,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.task import bridge, resume
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, Event, First, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from firmware.device import Device
 from firmware.isa import CoreParams
@@ -46,82 +45,58 @@ CYCLES_PER_SECOND = 1_000_000
 
 
 class SimulatedPort:
-    """A byte port (``write``, ``read(n, timeout)``) on the simulated accelerator's streams.
+    """A byte port (``write``, ``read(n, timeout)``) on the simulated accelerator.
 
-    The methods block the calling thread while the simulation runs; they must
-    be called from a function started with :func:`cocotb.task.bridge`.
+    Frames go through :class:`sim.shim.LinkShim`: a write deposits the bytes
+    in the shim's receive buffer through VPI and starts it, and a read sleeps
+    until the shim has captured enough reply bytes, so no Python runs per
+    clock cycle. The methods block the calling thread while the simulation
+    runs; they must be called from a function started with
+    :func:`cocotb.task.bridge`.
     """
 
-    def __init__(self, dut, rng, idle):
+    def __init__(self, dut, idle):
         self.dut = dut
-        self.rng = rng
-        self.idle = idle
-        self.to_device = bytearray()
-        self.from_device = bytearray()
-        self.sent = Event()
-        self.arrived = Event()
+        self.rx_capacity = len(dut.rx_buffer)
+        self.tx_capacity = len(dut.tx_buffer)
+        self.consumed = 0
         self.bytes_in = 0
-        self.bytes_out = 0
-
-    def start(self):
-        cocotb.start_soon(self._drive())
-        cocotb.start_soon(self._monitor())
-
-    async def _drive(self):
-        dut = self.dut
-        dut.rx__valid.value = 0
-        while True:
-            if not self.to_device:
-                self.sent.clear()
-                await self.sent.wait()
-                await RisingEdge(dut.clk)
-                continue
-            if self.idle and self.rng.random() < self.idle:
-                dut.rx__valid.value = 0
-                await RisingEdge(dut.clk)
-                continue
-            dut.rx__payload.value = self.to_device[0]
-            dut.rx__valid.value = 1
-            await RisingEdge(dut.clk)
-            while not dut.rx__ready.value:
-                await RisingEdge(dut.clk)
-            del self.to_device[0]
-            self.bytes_in += 1
-            dut.rx__valid.value = 0
-
-    async def _monitor(self):
-        dut = self.dut
-        dut.tx__ready.value = 0
-        while True:
-            if not dut.tx__valid.value:
-                dut.tx__ready.value = 0
-                await First(RisingEdge(dut.tx__valid), ClockCycles(dut.clk, 1000))
-                await RisingEdge(dut.clk)
-                continue
-            ready = not (self.idle and self.rng.random() < self.idle)
-            dut.tx__ready.value = int(ready)
-            await RisingEdge(dut.clk)
-            if ready and dut.tx__valid.value:
-                self.from_device.append(int(dut.tx__payload.value))
-                self.bytes_out += 1
-                self.arrived.set()
+        dut.idle_threshold.value = min(255, round(idle * 256))
+        dut.tx_wanted.value = 0
 
     @resume
     async def _write(self, data):
-        self.to_device += data
-        self.sent.set()
+        dut = self.dut
+        for offset in range(0, len(data), self.rx_capacity):
+            chunk = data[offset:offset + self.rx_capacity]
+            while dut.rx_busy.value:
+                await FallingEdge(dut.rx_busy)
+            for index, byte in enumerate(chunk):
+                dut.rx_buffer[index].value = byte
+            dut.rx_length.value = len(chunk)
+            dut.rx_start.value = 1
+            await RisingEdge(dut.clk)
+            dut.rx_start.value = 0
+            await RisingEdge(dut.clk)
+            self.bytes_in += len(chunk)
 
     @resume
     async def _read(self, count, cycles):
-        waited = 0
-        while len(self.from_device) < count and waited < cycles:
-            self.arrived.clear()
-            step = min(cycles - waited, 5000)
-            await First(self.arrived.wait(), ClockCycles(self.dut.clk, step))
-            waited += step if not self.arrived.is_set() else 1
-        data = bytes(self.from_device[:count])
-        del self.from_device[:count]
+        dut = self.dut
+        wanted = self.consumed + count
+        if int(dut.tx_count.value) < wanted:
+            dut.tx_wanted.value = wanted
+            await First(RisingEdge(dut.tx_reached), Timer(cycles * CLOCK_NS, "ns"))
+        available = min(wanted, int(dut.tx_count.value))
+        if available - self.consumed > self.tx_capacity:
+            raise RuntimeError("the simulated link's transmit ring overflowed; read replies sooner")
+        data = bytes(int(dut.tx_buffer[i % self.tx_capacity].value) for i in range(self.consumed, available))
+        self.consumed = available
         return data
+
+    @property
+    def bytes_out(self):
+        return self.consumed
 
     def write(self, data):
         self._write(bytes(data))
@@ -220,7 +195,6 @@ def settings_from_environment():
         "model": os.environ.get("MMFREE_MODEL", "random:24,40,64,2,1"),
         "prompt": os.environ.get("MMFREE_PROMPT", "ids:1,2,3"),
         "tokens": int(os.environ.get("MMFREE_TOKENS", "4")),
-        "seed": int(os.environ.get("MMFREE_SEED", "1")),
         "idle": float(os.environ.get("MMFREE_IDLE", "0.2")),
         "demo": os.environ.get("MMFREE_DEMO") == "1",
     }
@@ -229,14 +203,12 @@ def settings_from_environment():
 async def start_bench(dut, settings):
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     dut.rst.value = 1
-    dut.rx__valid.value = 0
-    dut.tx__ready.value = 0
+    dut.rx_start.value = 0
+    dut.rx_write_en.value = 0
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)
-    port = SimulatedPort(dut, random.Random(settings["seed"]), settings["idle"])
-    port.start()
-    return port
+    return SimulatedPort(dut, settings["idle"])
 
 
 @cocotb.test()

@@ -2,7 +2,7 @@
 """The arithmetic pipelines of hw/arith.py against golden.numerics, bit for bit.
 
 Each test streams one input per cycle through a component and compares every
-output, taken exactly ``latency`` cycles later, with the golden function; so
+output, taken exactly ``latency`` cycles later, with the golden function. So
 the tests also check the documented latency and throughput.
 """
 
@@ -24,7 +24,7 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def stream(dut, inputs, outputs):
-    """Feed ``inputs`` one set per cycle; return each output ``dut.latency`` cycles after its input.
+    """Feed ``inputs`` one set per cycle and return each output ``dut.latency`` cycles after its input.
 
     ``inputs`` is a list of ``(port, values)`` with one value per cycle, and
     ``outputs`` a list of ports. Returns one list of integers per output port.
@@ -51,7 +51,7 @@ def stream(dut, inputs, outputs):
 
 
 def evaluate(width_by_name, expression, samples):
-    """Evaluate a combinational ``expression(**signals)`` for each sample dict; return the results."""
+    """Evaluate a combinational ``expression(**signals)`` for each sample dict and return the results."""
     signals = {name: Signal(shape, name=name) for name, shape in width_by_name.items()}
     output = Signal(expression(**signals).shape())
     m = Module()
@@ -103,6 +103,19 @@ def test_silu_matches_golden():
     expected = nx.silu(np.array(x, dtype=np.int64))
     mismatches = [(x[i], result[i], int(expected[i])) for i in np.flatnonzero(np.array(result) != expected)]
     assert mismatches == []
+
+
+@pytest.mark.slow
+def test_sigma_and_silu_dense_sweep():
+    # Every fraction of every table interval, both signs, at a stride of 7.
+    x = list(range(-nx.SIGMA_LIMIT - 70, nx.SIGMA_LIMIT + 70, 7))
+    dut = Sigma()
+    (result,) = stream(dut, [(dut.x, x)], [dut.sigma])
+    assert np.array_equal(np.array(result), nx.sigma(np.array(x, dtype=np.int64)))
+
+    dut = Silu()
+    (result,) = stream(dut, [(dut.x, x)], [dut.silu])
+    assert np.array_equal(np.array(result), nx.silu(np.array(x, dtype=np.int64)))
 
 
 def exact_apply_scale(acc, mantissa, exponent):
@@ -261,6 +274,21 @@ def test_quantize_code_matches_golden(width, lanes, gap):
     mismatches = [(cycle, got, want) for cycle, (got, want) in enumerate(zip(codes, expected))
                   if want is not None and got != want]
     assert mismatches == []
+
+
+@pytest.mark.slow
+def test_quantize_code_every_16_bit_absmax():
+    # Every absmax below 2**17, so every table entry and every left shift,
+    # each with z = absmax, -absmax and one random z.
+    dut = QuantizeCode()
+    rng = np.random.default_rng(8)
+    vectors = [(absmax, [absmax, -absmax, int(rng.integers(-absmax, absmax, endpoint=True))])
+               for absmax in range(1, 1 << 17)]
+    cycles, expected = quantize_schedule(dut, vectors, gap=0)
+    inputs = [(dut.load, [c["load"] for c in cycles]), (dut.absmax, [c["absmax"] for c in cycles]),
+              (dut.z[0], [c["z"][0] for c in cycles])]
+    (codes,) = stream(dut, inputs, [dut.code[0]])
+    assert codes[dut.setup_latency:] == [row[0] for row in expected]
 
 
 def test_quantize_code_zero_before_load():

@@ -30,7 +30,7 @@ def golden_result(op, value, a, b):
 
 
 def run_commands(commands, idle_every=0):
-    """Stream ``commands`` (``(op, value, a, b)``) through a ScalarUnit; return the results as Scalars.
+    """Stream ``commands`` (``(op, value, a, b)``) through a ScalarUnit and return the results as Scalars.
 
     With ``idle_every`` n > 0, every n-th cycle has ``command.valid`` low.
     The testbench checks that ``result.valid`` is high exactly ``latency``
@@ -154,7 +154,8 @@ def test_exponents_fit_the_layout():
             rsqrt = nx.scalar_rsqrt(record["sumsq"])
             exponents += [k.exponent, from_int.exponent, rsqrt.exponent,
                           nx.scalar_mul(k, from_int).exponent, record["scale"].exponent]
-    assert EXPONENT_MIN <= min(exponents) and max(exponents) <= EXPONENT_MAX
+    assert min(exponents) >= EXPONENT_MIN
+    assert max(exponents) <= EXPONENT_MAX
 
 
 def test_unit_converts_to_verilog():
