@@ -119,7 +119,7 @@ def norm16(values, absmax):
 
     ``absmax`` is ``max(|values|)``, which the hardware tracks while it writes
     the vector. Returns ``(normalized, shift)`` with ``normalized = values >> shift``
-    (a left shift when ``shift`` is negative) and ``|normalized| < 2**15``.
+    (a left shift when ``shift`` is negative) and ``-2**15 <= normalized < 2**15``.
     """
     absmax = int(absmax)
     shift = bit_length(absmax) - (NORM_BITS - 1) if absmax else 0
@@ -217,7 +217,12 @@ def apply_scale(values, scale):
     values = np.asarray(values, dtype=np.int64)
     if not scale.mantissa:
         return np.zeros_like(values)
-    return saturate(round_shift(values * scale.mantissa, -scale.exponent))
+    # The product stays below 2**61 for accumulators of up to 45 bits, so a
+    # right shift of 62 already rounds every value to 0, and a nonzero
+    # product (at least 2**15) shifted left by 20 already saturates: clamping
+    # the shift there keeps the result exact and the int64 arithmetic in range.
+    shift = min(max(-scale.exponent, -20), 62)
+    return saturate(round_shift(values * scale.mantissa, shift))
 
 
 def _quant_recip_table():

@@ -118,3 +118,11 @@ def test_tables_are_hardware_sized():
     assert tables["sigma_slope"].min() >= 0
     assert tables["quant_recip"].max() < 2**16
     assert tables["rsqrt"].min() >= 2**15 and tables["rsqrt"].max() < 2**16
+
+
+def test_apply_scale_extreme_exponents_exact():
+    values = np.array([0, 1, -1, 2**20, -(2**20)])
+    tiny = nx.Scalar(40000, -70)
+    assert nx.apply_scale(values, tiny).tolist() == [0, 0, 0, 0, 0]
+    big = nx.Scalar(32768, 30)
+    assert nx.apply_scale(values, big).tolist() == [0, nx.ACT_MAX, nx.ACT_MIN, nx.ACT_MAX, nx.ACT_MIN]
