@@ -26,7 +26,7 @@ venv: $(STAMP)
 
 # The main job: the bundled model on the simulated accelerator.
 demo: $(STAMP)
-	$(PY) -m sim.demo --model $(MODEL) --tokens $(TOKENS) $(if $(PROMPT),--prompt "$(PROMPT)")
+	$(PY) -m sim.demo --model $(MODEL) --tokens $(TOKENS) $(if $(PROMPT),--prompt "$(PROMPT)") $(if $(filter 1,$(WAVES)),--waves)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -1,8 +1,11 @@
-"""Verilator builds of the accelerator for cocotb, cached per core configuration.
+"""Verilator builds for cocotb of the accelerator and of single components, cached per configuration.
 
 Each configuration gets a build directory named after a hash of its
 parameters and of the generator's source files, so a rebuild happens only
-when either changes.
+when either changes. :func:`build_accelerator` and :func:`run_bench` build
+and run the whole accelerator behind its link shim; :func:`build_component`
+and :func:`run_component_bench` do the same for any Amaranth component under
+its own top-level name.
 """
 
 import hashlib
@@ -19,7 +22,7 @@ from firmware.isa import CoreParams
 from hw.lint import WAIVED_WARNINGS, verilator_environment
 from .shim import SIM_TOP_NAME, LinkShim
 
-__all__ = ["TOP_NAME", "build_accelerator", "run_bench", "ROOT"]
+__all__ = ["TOP_NAME", "build_accelerator", "build_component", "run_bench", "run_component_bench", "ROOT"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +31,17 @@ TOP_NAME = SIM_TOP_NAME
 SOURCE_DIRS = ("hw", "firmware", "golden")
 
 
-def _source_digest(params, timeout_cycles):
-    digest = hashlib.sha256(json.dumps([asdict(params), timeout_cycles], sort_keys=True).encode())
+def _digest(description):
+    """Return a short hash of the JSON-serializable ``description`` and of every generator source file."""
+    digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode())
     for folder in SOURCE_DIRS:
         for path in sorted((ROOT / folder).glob("*.py")):
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _source_digest(params, timeout_cycles):
+    return _digest([asdict(params), timeout_cycles])
 
 
 def _prepare_environment():
@@ -48,20 +56,20 @@ def _prepare_environment():
         os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
 
 
-def build_accelerator(params: CoreParams, *, timeout_cycles=200_000, waves=False, build_root=None):
-    """Generate and Verilate the accelerator for ``params``; return the build directory."""
+def _verilate(build_dir, top_name, generate, *, waves, description):
+    """Write ``top_name.v`` from ``generate()`` and Verilate it in ``build_dir``, each step only once.
+
+    ``generate`` returns the Verilog text. ``description`` names the design in log messages.
+    """
     from cocotb_tools.runner import get_runner
 
     _prepare_environment()
-    build_root = Path(build_root or ROOT / "build" / "sim")
-    build_dir = build_root / f"{params.rows}x{params.inputs}p{params.vector_lanes}-{_source_digest(params, timeout_cycles)}"
-    source = build_dir / f"{TOP_NAME}.v"
+    source = build_dir / f"{top_name}.v"
     if not source.exists():
         start = time.monotonic()
-        logger.info("generating Verilog for %d lanes (%d x %d), %d vector lanes",
-                    params.lanes, params.rows, params.inputs, params.vector_lanes)
+        logger.info("generating Verilog for %s", description)
         build_dir.mkdir(parents=True, exist_ok=True)
-        text = verilog.convert(LinkShim(params, timeout_cycles=timeout_cycles), name=TOP_NAME, emit_src=False)
+        text = generate()
         source.write_text(text)
         logger.info("wrote %s in %.1f s", source, time.monotonic() - start)
 
@@ -73,23 +81,62 @@ def build_accelerator(params: CoreParams, *, timeout_cycles=200_000, waves=False
     if not stamp.exists():
         start = time.monotonic()
         logger.info("verilating %s (this takes a minute or two the first time)", source.name)
-        runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_args=build_args, build_dir=build_dir,
+        runner.build(sources=[source], hdl_toplevel=top_name, build_args=build_args, build_dir=build_dir,
                      timescale=("1ns", "1ps"), waves=waves, always=True)
         stamp.touch()
         logger.info("verilated in %.0f s", time.monotonic() - start)
     return build_dir
 
 
-def run_bench(params: CoreParams, testcase, env, *, waves=False, test_module="sim.tb_accelerator"):
-    """Run one cocotb test of ``test_module`` on the accelerator; return ``(tests, failures)``."""
+def build_accelerator(params: CoreParams, *, timeout_cycles=200_000, waves=False, build_root=None):
+    """Generate and Verilate the accelerator for ``params``; return the build directory."""
+    build_root = Path(build_root or ROOT / "build" / "sim")
+    build_dir = build_root / f"{params.rows}x{params.inputs}p{params.vector_lanes}-{_source_digest(params, timeout_cycles)}"
+
+    def generate():
+        return verilog.convert(LinkShim(params, timeout_cycles=timeout_cycles), name=TOP_NAME, emit_src=False)
+
+    description = (f"{params.lanes} lanes ({params.rows} x {params.inputs}), "
+                   f"{params.vector_lanes} vector lanes")
+    return _verilate(build_dir, TOP_NAME, generate, waves=waves, description=description)
+
+
+def build_component(component_factory, top_name, key, *, waves=False, build_root=None):
+    """Generate and Verilate one Amaranth component under the module name ``top_name``; return the build directory.
+
+    ``component_factory()`` returns the component. It is called only when the
+    Verilog is not cached yet, because elaborating a large component takes
+    seconds. ``key`` is a file-name-safe string that must contain every
+    parameter of the component, for example ``"engine-4x8-f96"``. The build
+    directory is named after ``key`` and a hash of ``key`` and of the
+    generator's source files, so two parameter sets never share a build.
+    """
+    if not key or "/" in key or key != key.strip():
+        raise ValueError(f"`key` must be a non-empty file name without '/' or surrounding spaces, not {key!r}")
+    build_root = Path(build_root or ROOT / "build" / "sim")
+    build_dir = build_root / f"{key}-{_digest(['component', top_name, key])}"
+
+    def generate():
+        return verilog.convert(component_factory(), name=top_name, emit_src=False)
+
+    return _verilate(build_dir, top_name, generate, waves=waves, description=f"{top_name} ({key})")
+
+
+def run_component_bench(build_dir, top_name, test_module, testcase, env, *, waves=False):
+    """Run one cocotb test of ``test_module`` on the design built in ``build_dir``; return ``(tests, failures)``."""
     from cocotb_tools.runner import get_results, get_runner
 
-    build_dir = build_accelerator(params, waves=waves)
     runner = get_runner("verilator")
     runner.build_dir = build_dir
     extra_env = {key: str(value) for key, value in env.items()}
-    extra_env["MMFREE_CORE"] = json.dumps(asdict(params))
-    results = runner.test(test_module=test_module, hdl_toplevel=TOP_NAME, hdl_toplevel_lang="verilog", testcase=testcase,
-                          build_dir=build_dir, test_dir=build_dir, extra_env=extra_env, waves=waves,
-                          results_xml=f"results-{testcase}.xml")
+    results = runner.test(test_module=test_module, hdl_toplevel=top_name, hdl_toplevel_lang="verilog",
+                          testcase=testcase, build_dir=build_dir, test_dir=build_dir, extra_env=extra_env,
+                          waves=waves, results_xml=f"results-{testcase}.xml")
     return get_results(results)
+
+
+def run_bench(params: CoreParams, testcase, env, *, waves=False, test_module="sim.tb_accelerator"):
+    """Run one cocotb test of ``test_module`` on the accelerator; return ``(tests, failures)``."""
+    build_dir = build_accelerator(params, waves=waves)
+    env = dict(env, MMFREE_CORE=json.dumps(asdict(params)))
+    return run_component_bench(build_dir, TOP_NAME, test_module, testcase, env, waves=waves)

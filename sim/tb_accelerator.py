@@ -18,6 +18,7 @@ Settings come from environment variables (set by :mod:`sim.build`):
 ``MMFREE_TOKENS``    tokens to generate after the prompt
 ``MMFREE_IDLE``      probability of an idle cycle on either stream (0 to 1)
 ``MMFREE_DEMO``      when 1, print the generated text as it comes
+``MMFREE_CHECK_STATE`` when 0, skip reading back the recurrent state (the demo)
 """
 
 import json
@@ -170,7 +171,8 @@ def host_session(port, log, settings):
         cycles.append(result.cycles)
         scoreboard.compare(step, "argmax", [expected.token], [result.argmax])
         scoreboard.compare(step, "head accumulators", expected.head_acc, device.head_accumulators())
-        scoreboard.compare(step, "recurrent state", expected.states.ravel(), device.states().ravel())
+        if settings["check_state"]:
+            scoreboard.compare(step, "recurrent state", expected.states.ravel(), device.states().ravel())
         scoreboard.tokens += 1
         if step + 1 < len(prompt):
             token = prompt[step + 1]
@@ -197,6 +199,7 @@ def settings_from_environment():
         "tokens": int(os.environ.get("MMFREE_TOKENS", "4")),
         "idle": float(os.environ.get("MMFREE_IDLE", "0.2")),
         "demo": os.environ.get("MMFREE_DEMO") == "1",
+        "check_state": os.environ.get("MMFREE_CHECK_STATE", "1") == "1",
     }
 
 
