@@ -131,11 +131,13 @@ def exact_apply_scale(acc, mantissa, exponent):
 
 
 def golden_is_exact(acc, mantissa, exponent):
-    """Whether ``golden.numerics.apply_scale`` computes without int64 overflow for these operands.
+    """Whether these operands are in golden's domain and it computes them without int64 overflow.
 
     golden shifts in int64: the rounding constant ``1 << (s - 1)`` overflows
     from a right shift of 64, and a left shift overflows past 63 bits.
     """
+    if mantissa and not nx.MANT_MIN <= mantissa < 2 * nx.MANT_MIN:
+        return False        # golden's Scalar holds normalized mantissas only
     return exponent > -64 and (abs(acc * mantissa)).bit_length() + exponent < 63
 
 
