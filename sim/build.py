@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 TOP_NAME = SIM_TOP_NAME
 SOURCE_DIRS = ("hw", "firmware", "golden")
+# Hardware that lives in sim/: the simulation-only link shim.
+SOURCE_FILES = ("sim/shim.py",)
 
 
 def _digest(description):
@@ -37,6 +39,8 @@ def _digest(description):
     for folder in SOURCE_DIRS:
         for path in sorted((ROOT / folder).glob("*.py")):
             digest.update(path.read_bytes())
+    for name in SOURCE_FILES:
+        digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -56,10 +60,11 @@ def _prepare_environment():
         os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
 
 
-def _verilate(build_dir, top_name, generate, *, waves, description):
+def _verilate(build_dir, top_name, generate, *, waves, description, extra_build_args=()):
     """Write ``top_name.v`` from ``generate()`` and Verilate it in ``build_dir``, each step only once.
 
     ``generate`` returns the Verilog text. ``description`` names the design in log messages.
+    ``extra_build_args`` go to Verilator after the project's own arguments.
     """
     from cocotb_tools.runner import get_runner
 
@@ -75,6 +80,7 @@ def _verilate(build_dir, top_name, generate, *, waves, description):
 
     runner = get_runner("verilator")
     build_args = [f"-Wno-{name}" for name in WAIVED_WARNINGS] + ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    build_args += list(extra_build_args)
     if waves:
         build_args.append("--trace-fst")
     stamp = build_dir / ("built-waves" if waves else "built")
@@ -101,7 +107,7 @@ def build_accelerator(params: CoreParams, *, timeout_cycles=200_000, waves=False
     return _verilate(build_dir, TOP_NAME, generate, waves=waves, description=description)
 
 
-def build_component(component_factory, top_name, key, *, waves=False, build_root=None):
+def build_component(component_factory, top_name, key, *, extra_build_args=(), waves=False, build_root=None):
     """Generate and Verilate one Amaranth component under the module name ``top_name``; return the build directory.
 
     ``component_factory()`` returns the component. It is called only when the
@@ -110,28 +116,34 @@ def build_component(component_factory, top_name, key, *, waves=False, build_root
     parameter of the component, for example ``"engine-4x8-f96"``. The build
     directory is named after ``key`` and a hash of ``key`` and of the
     generator's source files, so two parameter sets never share a build.
+    ``extra_build_args`` go to Verilator and are part of the hash as well.
+    For example, ``["-CFLAGS", "-O0"]`` shortens the C++ compile for a bench
+    that simulates only for seconds.
     """
     if not key or "/" in key or key != key.strip():
         raise ValueError(f"`key` must be a non-empty file name without '/' or surrounding spaces, not {key!r}")
     build_root = Path(build_root or ROOT / "build" / "sim")
-    build_dir = build_root / f"{key}-{_digest(['component', top_name, key])}"
+    build_dir = build_root / f"{key}-{_digest(['component', top_name, key, list(extra_build_args)])}"
 
     def generate():
         return verilog.convert(component_factory(), name=top_name, emit_src=False)
 
-    return _verilate(build_dir, top_name, generate, waves=waves, description=f"{top_name} ({key})")
+    return _verilate(build_dir, top_name, generate, waves=waves, description=f"{top_name} ({key})",
+                     extra_build_args=extra_build_args)
 
 
 def run_component_bench(build_dir, top_name, test_module, testcase, env, *, waves=False):
     """Run one cocotb test of ``test_module`` on the design built in ``build_dir``; return ``(tests, failures)``."""
     from cocotb_tools.runner import get_results, get_runner
 
+    _prepare_environment()
     runner = get_runner("verilator")
     runner.build_dir = build_dir
     extra_env = {key: str(value) for key, value in env.items()}
+    # The runner of cocotb 2.1 rejects a relative results path when it runs under pytest.
     results = runner.test(test_module=test_module, hdl_toplevel=top_name, hdl_toplevel_lang="verilog",
                           testcase=testcase, build_dir=build_dir, test_dir=build_dir, extra_env=extra_env,
-                          waves=waves, results_xml=f"results-{testcase}.xml")
+                          waves=waves, results_xml=str(Path(build_dir) / f"results-{testcase}.xml"))
     return get_results(results)
 
 
