@@ -14,7 +14,7 @@ from hw.configs import CONFIGS
 
 from .build import ROOT, run_bench
 
-DEFAULT_PROMPT = "ROMEO:\n"
+DEFAULT_PROMPT = "ROMEO.\n"
 
 
 def main(argv=None):
