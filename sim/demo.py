@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from hw.configs import CONFIGS
 
@@ -35,7 +36,8 @@ def main(argv=None):
         return 1
 
     started = time.monotonic()
-    env = {"MMFREE_MODEL": args.model, "MMFREE_PROMPT": args.prompt, "MMFREE_TOKENS": args.tokens,
+    # The simulator runs in its build directory, so the model path must be absolute.
+    env = {"MMFREE_MODEL": str(Path(args.model).resolve()), "MMFREE_PROMPT": args.prompt, "MMFREE_TOKENS": args.tokens,
            "MMFREE_DEMO": 1, "MMFREE_IDLE": 0.05,
            # The demo checks every token's argmax and head accumulators; the
            # tests also read back and compare every recurrent state.
