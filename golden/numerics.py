@@ -20,8 +20,8 @@ Where the float model and these primitives part
 -----------------------------------------------
 - Activation codes are computed from ``z = v * c`` (the input vector times a
   per-channel constant that folds both RMSNorm weights). The codes do not
-  depend on the positive per-token RMS factors, so no rsqrt stands in front
-  of the quantizer; the RMS enters only the output scale.
+  depend on the positive per-token RMS factors, so no rsqrt precedes the
+  quantizer, and the RMS enters only the output scale.
 - The two chained RMSNorms in front of a BitLinear collapse into one over
   ``v * n``: ``rmsnorm(rmsnorm(v, n), g) = (v*n) / rms(v*n) * g`` up to the
   epsilons (1e-6 against a mean square of order one), which are dropped.

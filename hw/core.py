@@ -1,8 +1,8 @@
 """The accelerator core: sequencer, projection unit and vector unit, with host access.
 
 The core runs one decoding step per ``run`` and gives its host byte-level
-access to every memory. It knows nothing of the link: :mod:`hw.top` puts the
-protocol's :class:`~hw.host.HostInterface` in front of it.
+access to every memory. The link protocol is not part of it: :mod:`hw.top`
+puts the protocol's :class:`~hw.host.HostInterface` in front of it.
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -97,7 +97,7 @@ class Core(wiring.Component):
         wiring.connect(m, matvec.results, vector.results)
         wiring.connect(m, vector.code_write, matvec.code_write)
 
-        # RUN: start the sequencer once per request and answer at its `done`.
+        # RUN: start the sequencer once per request and reply at its `done`.
         running = Signal()
         with m.If(self.run.start & ~running & ~sequencer.busy):
             m.d.comb += sequencer.run.eq(1)
