@@ -26,10 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
-
-from amaranth._toolchain import tool_env_var
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +75,15 @@ class BuildError(Exception):
     def __init__(self, message, summary=None):
         super().__init__(message)
         self.summary = summary
+
+
+def tool_env_var(name):
+    """Return the environment variable that names a tool for Amaranth's build scripts.
+
+    Amaranth 0.5 upper-cases the tool name and turns ``-`` into ``_``, so
+    ``nextpnr-ecp5`` becomes ``NEXTPNR_ECP5``.
+    """
+    return name.upper().replace("-", "_")
 
 
 def find_executable(executable):

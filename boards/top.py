@@ -168,10 +168,10 @@ class PLLSettings:
         return self.output_hz * self.clkop_div
 
 
-def _check_range(what, value_hz, value_range):
+def _check_range(quantity, value_hz, value_range):
     low, high = value_range
     if not low <= value_hz <= high:
-        raise ValueError(f"the ECP5 PLL {what} must be between {low / 1e6:g} and {high / 1e6:g} MHz, "
+        raise ValueError(f"the ECP5 PLL {quantity} must be between {low / 1e6:g} and {high / 1e6:g} MHz, "
                          f"not {float(value_hz) / 1e6:g} MHz")
 
 

@@ -1,16 +1,18 @@
 """Board support: UART in simulation, PLL settings, board tops elaborated without the toolchain.
 
 The UART tests run Amaranth's simulator on the components of
-``boards/uart.py``; the board tests elaborate ``boards.top.BoardTop`` with
-``platform.build(..., do_build=False)``. ``test_bitstream_ulx3s_small``
-runs Yosys and nextpnr and is marked slow.
+``boards/uart.py`` and on a :class:`boards.top.SerialAccelerator` that
+answers STATUS requests. The board tests elaborate ``boards.top.BoardTop``
+with ``platform.build(..., do_build=False)``. The build and flash tests use
+stand-in tools. ``test_bitstream_ulx3s_small`` runs Yosys and nextpnr and
+is marked slow.
 """
 
 import json
 import random
 
 import pytest
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from boards.build import BuildError, _run_phase, format_table, parse_utilisation_log
