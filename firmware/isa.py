@@ -154,7 +154,7 @@ class CoreParams:
     max_hidden, max_intermediate, max_vocab, max_layers : int
         The largest model shape the memories hold.
     weight_depth : int
-        Words per weight bank (each word holds K trits).
+        Words per weight bank (each word contains K trits).
     program_depth : int
         Instructions the program memory holds.
     """

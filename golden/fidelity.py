@@ -93,7 +93,7 @@ def main(argv=None):
               f"byte-level text needs 256", file=sys.stderr)
         return 1
     if len(data) < 2:
-        print(f"error: {text_path} holds {len(data)} bytes; at least 2 are needed", file=sys.stderr)
+        print(f"error: {text_path} contains {len(data)} bytes; at least 2 are needed", file=sys.stderr)
         return 1
 
     start = time.monotonic()

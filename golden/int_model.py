@@ -84,7 +84,7 @@ def stage_layout(config: ModelConfig):
 
 @dataclass
 class IntParams:
-    """Everything the integer model needs; a model image holds exactly this."""
+    """Everything the integer model needs, and exactly what a model image contains."""
     config: ModelConfig
     embeddings: np.ndarray          # int16, V x H
     embed_exp: int                  # embeddings ~= ints * 2**-embed_exp
@@ -134,7 +134,7 @@ def prepare(config: ModelConfig, tensors):
 
 @dataclass
 class StepResult:
-    """What one integer decoding step produces."""
+    """Result of one integer decoding step."""
     token: int                       # argmax of the head accumulators (lowest index on ties)
     head_acc: np.ndarray             # int64, V
     head_scale: nx.Scalar            # Q16 logits = head_acc * head_scale

@@ -110,7 +110,7 @@ def bit_length(value):
 
 
 def accumulator_bits(fan_in):
-    """Return the signed width that holds any sum of ``fan_in`` products of a trit and a code."""
+    """Return the signed width that contains any sum of ``fan_in`` products of a trit and a code."""
     return bit_length(CODE_MAX * fan_in) + 1
 
 
@@ -199,7 +199,7 @@ def scalar_rsqrt(value):
     """Return ``1 / sqrt(value)`` of a non-negative integer as a Scalar, by table lookup.
 
     ``value`` is normalized by an even shift ``2k`` to ``t`` in [2**14, 2**16);
-    the table holds ``2**23 / sqrt(t)`` at the centre of each bucket of 32.
+    the table contains ``2**23 / sqrt(t)`` at the centre of each bucket of 32.
     Zero maps to zero.
     """
     value = int(value)

@@ -192,7 +192,7 @@ class Core(wiring.Component):
             m.d.comb += write.ready.eq(1)
 
     def _elaborate_host_reads(self, m, vector):
-        # The vector unit answers a read a fixed number of cycles after the
+        # The vector unit returns a read byte a fixed number of cycles after the
         # address; the request is acknowledged when the byte is there.
         latency = vector.host_read_latency
         m.d.comb += [

@@ -29,7 +29,7 @@ def instruction_layout():
 
 
 class RunStatus:
-    """How a run ended, as reported with ``done``."""
+    """Outcome of a run, reported with ``done``."""
     OK = 0
     NOT_LOADED = 1          # an ILLEGAL instruction: no program loaded
     TOKEN_OUT_OF_RANGE = 2  # the EMBED's vocabulary check failed; nothing was changed

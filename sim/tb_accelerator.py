@@ -144,7 +144,7 @@ class Scoreboard:
 
 
 def host_session(port, log, settings):
-    """The host side of a test, run in a thread: load, generate, compare every token."""
+    """Load the model, generate and compare every token: the host side of a test, run in a thread."""
     config, tensors = load_model(settings["model"])
     params = prepare(config, tensors)
     golden = IntModel(params)

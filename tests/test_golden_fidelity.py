@@ -26,7 +26,8 @@ def test_measure_reports_both_models(byte_model):
     assert report.tokens == 34
     assert 0.8 <= report.agreement <= 1.0
     assert abs(report.perplexity_gap) < 0.1
-    assert report.float_nll > 0 and report.int_nll > 0
+    assert report.float_nll > 0
+    assert report.int_nll > 0
 
 
 def test_fidelity_command_prints_table(byte_model, capsys):

@@ -18,7 +18,8 @@ def test_sigma_monotone_and_bounded():
     x = np.arange(-(17 << 16), 17 << 16, 97, dtype=np.int64)
     s = nx.sigma(x)
     assert np.all(np.diff(s) >= 0)
-    assert s.min() >= 0 and s.max() <= nx.GATE_ONE
+    assert s.min() >= 0
+    assert s.max() <= nx.GATE_ONE
 
 
 def test_sigma_accuracy():
@@ -49,7 +50,8 @@ def test_quantize_codes_close_to_exact_rounding():
         assert np.max(np.abs(codes - exact)) <= 1
         assert np.mean(codes != exact) < 0.01
         assert codes[0] == 127
-        assert codes.min() >= -127 and codes.max() <= 127
+        assert codes.min() >= -127
+        assert codes.max() <= 127
 
 
 def test_quantize_codes_zero_and_sign():
@@ -72,7 +74,8 @@ def test_norm16_range():
         v = rng.integers(-absmax, absmax + 1, 1000)
         v[0] = -absmax
         normalized, shift = nx.norm16(v, absmax)
-        assert normalized.min() >= -(2**15) and normalized.max() < 2**15
+        assert normalized.min() >= -(2**15)
+        assert normalized.max() < 2**15
         assert np.max(np.abs(normalized)) >= 2**14
 
 
@@ -117,7 +120,8 @@ def test_tables_are_hardware_sized():
     assert tables["sigma_base"].max() <= nx.GATE_ONE
     assert tables["sigma_slope"].min() >= 0
     assert tables["quant_recip"].max() < 2**16
-    assert tables["rsqrt"].min() >= 2**15 and tables["rsqrt"].max() < 2**16
+    assert tables["rsqrt"].min() >= 2**15
+    assert tables["rsqrt"].max() < 2**16
 
 
 def test_apply_scale_extreme_exponents_exact():
