@@ -8,6 +8,7 @@ and :func:`run_component_bench` do the same for any Amaranth component under
 its own top-level name.
 """
 
+import ast
 import hashlib
 import json
 import logging
@@ -28,19 +29,55 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP_NAME = SIM_TOP_NAME
-SOURCE_DIRS = ("hw", "firmware", "golden")
-# Hardware that lives in sim/: the simulation-only link shim.
-SOURCE_FILES = ("sim/shim.py",)
+# The generator's roots: every module of hw/ and the simulation-only link
+# shim. A build's hash covers these and the project modules they import, so
+# a change to, say, the host runtime does not force a rebuild.
+ROOT_SOURCES = ("hw/*.py", "sim/shim.py")
+PROJECT_PACKAGES = ("hw", "firmware", "golden", "sim")
+
+
+def _module_path(name):
+    """Return the file of project module ``name`` (dotted), or None when it is not a project module."""
+    parts = name.split(".")
+    if parts[0] not in PROJECT_PACKAGES:
+        return None
+    path = ROOT.joinpath(*parts).with_suffix(".py")
+    return path if path.is_file() else None
+
+
+def _imported_modules(path):
+    """Yield the dotted names that the Python file ``path`` imports, with relative imports resolved."""
+    package = path.parent.relative_to(ROOT).parts
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[:len(package) - node.level + 1]) if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            yield module
+            # `from package import module` names a module as well as a member.
+            yield from (f"{module}.{alias.name}" for alias in node.names)
+
+
+def generator_sources():
+    """Return the sorted source files of the generator: its roots and every project module they import."""
+    pending = [path for pattern in ROOT_SOURCES for path in ROOT.glob(pattern)]
+    found = set()
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        found.add(path)
+        pending.extend(p for p in map(_module_path, _imported_modules(path)) if p is not None)
+    return sorted(found)
 
 
 def _digest(description):
-    """Return a short hash of the JSON-serializable ``description`` and of every generator source file."""
+    """Return a short hash of the JSON-serializable ``description`` and of the generator's source files."""
     digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode())
-    for folder in SOURCE_DIRS:
-        for path in sorted((ROOT / folder).glob("*.py")):
-            digest.update(path.read_bytes())
-    for name in SOURCE_FILES:
-        digest.update((ROOT / name).read_bytes())
+    for path in generator_sources():
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
