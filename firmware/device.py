@@ -22,12 +22,13 @@ logger = logging.getLogger(__name__)
 
 def core_params_from_status(status):
     """Build the :class:`CoreParams` of a device from its STATUS fields."""
-    return CoreParams(
-        rows=status["rows"], inputs=status["inputs"], vector_lanes=status["vector_lanes"],
-        max_hidden=status["max_hidden"], max_intermediate=status["max_intermediate"],
-        max_vocab=status["max_vocab"], max_layers=status["max_layers"],
-        weight_depth=status["weights_bytes"], program_depth=status["program_bytes"] // 16,
-    )
+    fields = dict(rows=status["rows"], inputs=status["inputs"], vector_lanes=status["vector_lanes"],
+                  max_hidden=status["max_hidden"], max_intermediate=status["max_intermediate"],
+                  max_vocab=status["max_vocab"], max_layers=status["max_layers"],
+                  program_depth=status["program_bytes"] // 16)
+    # The WEIGHTS size is in rows of T trits; the words of K trits that fill them are the weight depth.
+    row_trits = CoreParams(**fields, weight_depth=1).weight_row_trits
+    return CoreParams(**fields, weight_depth=status["weights_bytes"] * row_trits // status["inputs"])
 
 
 class Device:
@@ -58,8 +59,8 @@ class Device:
             if progress:
                 progress(sent, total)
         logger.info("loading weights: %d frames", len(frames))
-        for word, data in frames:
-            self.link.execute(Command.WRITE, write_payload(Target.WEIGHTS, word, data), reply_size=0)
+        for row, data in frames:
+            self.link.execute(Command.WRITE, write_payload(Target.WEIGHTS, row, data), reply_size=0)
             sent += len(data)
             if progress:
                 progress(sent, total)

@@ -197,6 +197,25 @@ class CoreParams:
     def acc_bits(self):
         return nx.accumulator_bits(self.max_fan_in)
 
+    @property
+    def weight_row_trits(self):
+        """T, the trits in one row of a weight bank's memory.
+
+        A row is the narrowest block-RAM-friendly width that holds a K-trit
+        word at two bits a trit: 18 bits, or a multiple of 36 (the data widths
+        of FPGA block RAMs, 9-bit bytes included). K-trit words pack
+        into such rows end to end, so no bit of a row is left unused; the
+        weight memory reads the one or two rows a word touches.
+        """
+        word_bits = self.inputs * nx.TRIT_BITS
+        row_bits = 18 if word_bits <= 18 else -(-word_bits // 36) * 36
+        return row_bits // nx.TRIT_BITS
+
+    @property
+    def weight_rows(self):
+        """Rows per weight bank: ``weight_depth`` words of K trits, packed into rows of T trits."""
+        return -(-self.weight_depth * self.inputs // self.weight_row_trits)
+
     def padded(self, count):
         """Round an element count up to a whole number of vector words."""
         return -(-count // self.vector_lanes) * self.vector_lanes

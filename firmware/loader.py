@@ -16,7 +16,7 @@ from .assembler import assemble
 from .layout import ModelLayout, check_fit
 from .isa import CoreParams
 
-__all__ = ["MemoryImage", "memory_image", "linear_trits"]
+__all__ = ["MemoryImage", "memory_image", "linear_trits", "target_payloads", "weight_rows", "weight_frames"]
 
 
 @dataclass
@@ -111,21 +111,36 @@ def target_payloads(image: MemoryImage):
     ]
 
 
-def weight_frames(image: MemoryImage, max_bytes):
-    """Split the weight memory into WRITE frames of whole words.
+def weight_rows(weights, row_trits):
+    """Arrange bank words (shape ``(words, R, K)``) as memory rows: shape ``(rows, R, T)``.
 
-    Yields ``(word address, base-3 bytes)``. Each frame holds as many whole
-    words as fit in ``max_bytes``; the trits of the last byte past the last
-    word are padding, which the loader drops.
+    Each bank stores its words end to end, in rows of ``row_trits`` (T)
+    trits; the last row is padded with zero trits. Flattened, the result is
+    the weight loader's linear order: row major, then bank, then trit.
+    """
+    words, banks, inputs = weights.shape
+    rows = -(-words * inputs // row_trits)
+    streams = np.zeros((banks, rows * row_trits), dtype=weights.dtype)
+    streams[:, :words * inputs] = weights.transpose(1, 0, 2).reshape(banks, words * inputs)
+    return streams.reshape(banks, rows, row_trits).transpose(1, 0, 2)
+
+
+def weight_frames(image: MemoryImage, max_bytes):
+    """Split the weight memory into WRITE frames of whole rows.
+
+    Yields ``(row address, base-3 bytes)``. Each frame holds as many whole
+    rows (:func:`weight_rows`) as fit in ``max_bytes``; the trits of the
+    last byte past the last row are padding, which the loader drops.
     """
     from golden.image import pack_trits
 
-    words, R, K = image.weights.shape
-    per_word = R * K
-    words_per_frame = max(1, (max_bytes * 5) // per_word)
-    if -(-per_word // 5) > max_bytes:
-        raise ValueError(f"a weight word of {per_word} trits needs {-(-per_word // 5)} bytes, "
+    rows = weight_rows(image.weights, image.layout.core.weight_row_trits)
+    count, R, T = rows.shape
+    per_row = R * T
+    rows_per_frame = max(1, (max_bytes * 5) // per_row)
+    if -(-per_row // 5) > max_bytes:
+        raise ValueError(f"a weight row of {per_row} trits needs {-(-per_row // 5)} bytes, "
                          f"more than a frame's {max_bytes}")
-    for start in range(0, words, words_per_frame):
-        chunk = image.weights[start:start + words_per_frame]
+    for start in range(0, count, rows_per_frame):
+        chunk = rows[start:start + rows_per_frame]
         yield start, pack_trits(chunk.ravel())

@@ -202,7 +202,14 @@ class Sigma(wiring.Component):
     and a negative ``x`` gives ``1 - sigma(|x|)``.
 
     Latency is 6 cycles, throughput one input per cycle. Uses one block RAM
-    for the table and one 18x18 multiplier.
+    for the table (or, with ``table_in_logic``, about a thousand LUTs) and
+    one 18x18 multiplier.
+
+    Parameters
+    ----------
+    table_in_logic : bool
+        Ask synthesis to build the table from logic instead of a block RAM
+        (Yosys ``rom_style = "logic"``), for designs short of block RAM.
 
     Members
     -------
@@ -212,7 +219,10 @@ class Sigma(wiring.Component):
         Unsigned Q16 result in [0, 65536].
     """
 
-    def __init__(self):
+    def __init__(self, *, table_in_logic=False):
+        if not isinstance(table_in_logic, bool):
+            raise TypeError(f"`table_in_logic` must be a bool, not {table_in_logic!r}")
+        self._table_in_logic = table_in_logic
         super().__init__({
             "x": In(ACT_SHAPE),
             "sigma": Out(GATE_SHAPE),
@@ -232,7 +242,8 @@ class Sigma(wiring.Component):
         entry_layout = data.StructLayout({"base": base_shape, "slope": slope_shape})
         m.submodules.rom = rom = Memory(
             shape=entry_layout, depth=nx.SIGMA_ENTRIES,
-            init=[{"base": int(base), "slope": int(slope)} for base, slope in zip(nx.SIGMA_BASE, nx.SIGMA_SLOPE)])
+            init=[{"base": int(base), "slope": int(slope)} for base, slope in zip(nx.SIGMA_BASE, nx.SIGMA_SLOPE)],
+            attrs={"rom_style": "logic"} if self._table_in_logic else None)
         read = rom.read_port()
 
         # Stage 1: |x| split into table index and fraction. Below the limit
@@ -298,8 +309,13 @@ class Silu(wiring.Component):
     as in golden.
 
     Latency is 9 cycles (6 of them in :class:`Sigma`), throughput one input
-    per cycle. Uses the block RAM of its :class:`Sigma` and three 18x18
+    per cycle. Uses the table of its :class:`Sigma` and three 18x18
     multipliers in all.
+
+    Parameters
+    ----------
+    table_in_logic : bool
+        Passed to the :class:`Sigma` inside.
 
     Members
     -------
@@ -309,7 +325,8 @@ class Silu(wiring.Component):
         Q16 result. It never saturates, because ``|silu| <= |x|``.
     """
 
-    def __init__(self):
+    def __init__(self, *, table_in_logic=False):
+        self._sigma = Sigma(table_in_logic=table_in_logic)
         super().__init__({
             "x": In(ACT_SHAPE),
             "silu": Out(ACT_SHAPE),
@@ -322,7 +339,7 @@ class Silu(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        m.submodules.sigma = sigma = Sigma()
+        m.submodules.sigma = sigma = self._sigma
         m.d.comb += sigma.x.eq(self.x)
         x = delayed(m, sigma.latency, self.x)
 

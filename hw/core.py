@@ -26,8 +26,8 @@ class Core(wiring.Component):
     Its host ports are those of :class:`hw.host.HostInterface`, flipped. For
     PROGRAM a WRITE's address is a byte address into the instruction words;
     for WEIGHTS the address of a frame's first byte (``write.first``) is the
-    word address where the frame's base-3 trits start, and the weight loader
-    starts a new word there; every other target goes to the vector unit's
+    weight row (``CoreParams.weight_row_trits`` trits per bank) where the
+    frame's base-3 trits start, and the weight loader starts a new row there; every other target goes to the vector unit's
     byte-addressed host port. READ serves STATE and ACCUMULATORS. The host
     interface sends nothing to the core while a command runs.
 
@@ -47,7 +47,7 @@ class Core(wiring.Component):
     status : ``Out(CORE_STATUS_LAYOUT)``
         The core's fields of the STATUS reply.
     weights_error : ``Out(1)``
-        The weight loader saw an invalid byte or a word past the end since the last frame.
+        The weight loader saw an invalid byte or a row past the end since the last frame.
     """
 
     def __init__(self, core: CoreParams):
@@ -58,7 +58,8 @@ class Core(wiring.Component):
         sizes = memory_sizes(core)
         self._matvec = MatVec(core.rows, core.inputs, weight_depth=core.weight_depth,
                               code_depth=sizes["code_words"], code_write_width=core.vector_lanes,
-                              max_fan_in=core.max_fan_in, acc_bits=core.acc_bits)
+                              max_fan_in=core.max_fan_in, acc_bits=core.acc_bits,
+                              weight_row_trits=core.weight_row_trits)
         self._vector = VectorUnit(core)
         super().__init__({
             "write": In(WritePortSignature()),
@@ -160,7 +161,7 @@ class Core(wiring.Component):
                 sequencer.program_write.data.eq(write.data.replicate(word_bytes)),
             ]
 
-        # WEIGHTS: the first byte of a frame first sets the loader's word address.
+        # WEIGHTS: the first byte of a frame first sets the loader's row address.
         address_set = Signal()
         m.d.comb += [
             matvec.load_start.payload.eq(write.address),
@@ -211,8 +212,8 @@ class Core(wiring.Component):
         status = self.status
         sizes = {target: self._vector.target_bytes(target) for target in HOST_ELEMENT_BYTES}
         sizes[Target.PROGRAM] = params.program_depth * INSTRUCTION_BITS // 8
-        # A WEIGHTS frame addresses a word, so its size is in words.
-        sizes[Target.WEIGHTS] = params.weight_depth
+        # A WEIGHTS frame addresses a row, so its size is in rows.
+        sizes[Target.WEIGHTS] = params.weight_rows
         m.d.comb += [
             status.rows.eq(params.rows),
             status.inputs.eq(params.inputs),

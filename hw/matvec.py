@@ -90,6 +90,8 @@ class MatVec(wiring.Component):
         The widest projection's ``cols``, which sets the accumulator width.
     acc_bits : int or None
         Accumulator width; ``None`` derives it from ``max_fan_in``.
+    weight_row_trits : int or None
+        T, the trits per weight memory row (:class:`hw.weights.WeightMemory`); ``None`` means K.
 
     Members
     -------
@@ -101,11 +103,12 @@ class MatVec(wiring.Component):
         A command is running.
     code_write : ``In(CodeWriteSignature(code_write_width, index_bits))``
         Code buffer write port.
-    load_start, load_words, load_data, load_busy, load_error
+    load_start, load_rows, load_data, load_busy, load_error
         The weight memory's loader, as in :class:`hw.weights.WeightMemory`.
     """
 
-    def __init__(self, rows, inputs, *, weight_depth, code_depth, code_write_width, max_fan_in, acc_bits=None):
+    def __init__(self, rows, inputs, *, weight_depth, code_depth, code_write_width, max_fan_in, acc_bits=None,
+                 weight_row_trits=None):
         # Every parameter is checked before the engine and the weight memory
         # exist, so a rejected MatVec leaves no unelaborated submodule behind.
         check_positive_int("rows", rows)
@@ -118,7 +121,7 @@ class MatVec(wiring.Component):
         resolve_acc_bits(max_fan_in, acc_bits)
 
         self._engine = TernaryEngine(rows, inputs, max_fan_in=max_fan_in, acc_bits=acc_bits)
-        self._weights = WeightMemory(rows, inputs, weight_depth)
+        self._weights = WeightMemory(rows, inputs, weight_depth, row_trits=weight_row_trits)
         self._rows = rows
         self._inputs = inputs
         self._weight_depth = weight_depth
@@ -130,8 +133,8 @@ class MatVec(wiring.Component):
             "results": Out(stream.Signature(self.result_layout)),
             "busy": Out(1),
             "code_write": In(CodeWriteSignature(code_write_width, self.code_index_bits)),
-            "load_start": In(stream.Signature(self._weights.addr_width)),
-            "load_words": In(self._weights.load_words_width),
+            "load_start": In(stream.Signature(self._weights.row_addr_width)),
+            "load_rows": In(self._weights.load_rows_width),
             "load_data": In(stream.Signature(8)),
             "load_busy": Out(1),
             "load_error": Out(1),
@@ -195,7 +198,7 @@ class MatVec(wiring.Component):
         wiring.connect(m, wiring.flipped(self.load_start), weights.load_start)
         wiring.connect(m, wiring.flipped(self.load_data), weights.load_data)
         m.d.comb += [
-            weights.load_words.eq(self.load_words),
+            weights.load_rows.eq(self.load_rows),
             self.load_busy.eq(weights.load_busy),
             self.load_error.eq(weights.load_error),
         ]
@@ -279,7 +282,10 @@ class MatVec(wiring.Component):
     def _elaborate_code_buffer(self, m):
         """Add the code buffer with its write port and return its read port."""
         inputs, width = self._inputs, self._code_write_width
-        buffer = Memory(shape=data.ArrayLayout(signed(nx.CODE_BITS), inputs), depth=self._code_depth, init=[])
+        # A few dozen words, each K codes wide: distributed RAM holds it in a
+        # few hundred LUTs, where block RAMs would be used to 1/8 of their depth.
+        buffer = Memory(shape=data.ArrayLayout(signed(nx.CODE_BITS), inputs), depth=self._code_depth, init=[],
+                        attrs={"ram_style": "distributed"})
         m.submodules.code_buffer = buffer
         write = buffer.write_port(granularity=1)
         read = buffer.read_port()

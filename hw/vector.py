@@ -441,8 +441,9 @@ class VectorUnit(wiring.Component):
         self._state = Memory(shape=unsigned(nx.ACT_BITS * lanes), depth=words(sizes["state"]), init=[])
         self._const = Memory(shape=unsigned(const_element_bits * lanes), depth=words(sizes["const"]),
                              init=init("constants", const_values, const_element_bits, words(sizes["const"])))
+        # One word per layer and vector word: shallow, so distributed RAM.
         self._lower_bounds = Memory(
-            shape=unsigned(nx.NORM_BITS * lanes), depth=words(sizes["state"]),
+            shape=unsigned(nx.NORM_BITS * lanes), depth=words(sizes["state"]), attrs={"ram_style": "distributed"},
             init=init("lower bounds", image.lower_bounds if image else [], nx.NORM_BITS, words(sizes["state"])))
         self._embed = Memory(
             shape=unsigned(nx.NORM_BITS * lanes), depth=words(sizes["embed"]),
@@ -459,7 +460,9 @@ class VectorUnit(wiring.Component):
             "silu_a": Silu(),
             "apply_b": ApplyScale(self._acc_bits),
             "sigma_b": Sigma(),
-            "silu_h": Silu(),
+            # A lane has three sigma tables, and every one in a block RAM
+            # would take 3 * P of them; the third is built in logic instead.
+            "silu_h": Silu(table_in_logic=True),
         } for _ in range(lanes)]
         self._quantize = QuantizeCode(width=nx.ACT_BITS, lanes=lanes)
         self._scalar_unit = ScalarUnit()

@@ -14,6 +14,7 @@ from amaranth.sim import Simulator
 
 from golden import numerics as nx
 from golden.image import pack_trits
+from hw.configs import CONFIGS
 from hw.matvec import MatVec
 from hw.weights import linear_order, projection_words
 
@@ -77,7 +78,7 @@ class Projection:
 async def load_weights(ctx, matvec, projection, rng):
     """Load a projection's trits through the byte loader and wait until they are written."""
     data = pack_trits(linear_order(projection.trits, matvec.rows, matvec.inputs))
-    ctx.set(matvec.load_words, projection.words * matvec.rows)
+    ctx.set(matvec.load_rows, projection.words * matvec.rows)
     await send_stream(ctx, matvec.load_start, [projection.weight_base], rng)
     await send_stream(ctx, matvec.load_data, list(data), rng, idle=0.2)
     await ctx.tick().until(~matvec.load_busy)
@@ -208,6 +209,22 @@ def test_matvec_largest_magnitude():
                                           weight_base=len(projections) * 14, code_base=code_base,
                                           rows=rows, inputs=inputs))
     results = run_matvec(matvec, projections, seed=4, ready=0.6)
+    assert results == expected_results(projections)
+    assert max(abs(value) for _, accumulators in results for value in accumulators) == nx.CODE_MAX * cols
+
+
+@pytest.mark.parametrize("config_name", sorted(CONFIGS))
+def test_matvec_named_core_largest_fan_in(config_name):
+    # The accumulator width of each named core, at its widest projection with every product at
+    # +127 and then at -127: the largest sums of either sign that its parameters allow.
+    core = CONFIGS[config_name]
+    cols, tiles = core.max_fan_in, -(-core.max_fan_in // core.inputs)
+    matvec = MatVec(core.rows, core.inputs, weight_depth=2 * tiles, code_depth=tiles,
+                    code_write_width=core.vector_lanes, max_fan_in=cols, acc_bits=core.acc_bits)
+    projections = [Projection(np.full((core.rows, cols), trit), np.full(cols, nx.CODE_MAX),
+                              weight_base=index * tiles, code_base=0, rows=core.rows, inputs=core.inputs)
+                   for index, trit in enumerate((1, -1))]
+    results = run_matvec(matvec, projections, seed=8)
     assert results == expected_results(projections)
     assert max(abs(value) for _, accumulators in results for value in accumulators) == nx.CODE_MAX * cols
 

@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 
 from golden import numerics as nx
 from golden.image import pack_trits
+from firmware.loader import weight_rows
 from hw.weights import WeightMemory, linear_order, projection_words
 
 SHAPES = [(1, 1), (2, 5), (4, 8), (16, 32)]
@@ -65,7 +66,7 @@ async def receive_stream(ctx, port, count, rng, ready=1.0):
 async def load(ctx, memory, start, words, data, rng=None, idle=0.0):
     """Load ``words`` bank words (0: no limit) from ``data`` (bytes) at word ``start``; wait until they are written."""
     rng = rng or np.random.default_rng(0)
-    ctx.set(memory.load_words, words)
+    ctx.set(memory.load_rows, words)
     await send_stream(ctx, memory.load_start, [start], rng)
     await send_stream(ctx, memory.load_data, list(data), rng, idle=idle)
     await ctx.tick().until(~memory.load_busy)
@@ -323,3 +324,66 @@ def test_weights_converts_to_verilog():
     text = verilog.convert(WeightMemory(4, 8, 64), name="weight_memory")
     assert "module weight_memory" in text
     assert "load_error" in text
+
+
+@pytest.mark.parametrize("rows, inputs, row_trits", [(2, 5, 9), (4, 8, 9), (3, 16, 18), (2, 32, 36), (1, 6, 11)])
+def test_weights_words_straddle_rows(rows, inputs, row_trits):
+    # Words packed end to end in longer rows: every word reads back whole, in any order.
+    rng = np.random.default_rng(rows * 1000 + inputs * 10 + row_trits)
+    depth = 23
+    words = rng.integers(-1, 2, (depth, rows, inputs))
+    memory = WeightMemory(rows, inputs, depth, row_trits=row_trits)
+    assert memory.row_depth == -(-depth * inputs // row_trits)
+    addresses = rng.permutation(np.repeat(np.arange(depth), 2)).tolist()
+
+    async def before(ctx):
+        data = pack_trits(weight_rows(words, row_trits).ravel())
+        await load(ctx, memory, 0, 0, data, rng=np.random.default_rng(1), idle=0.2)
+        assert not ctx.get(memory.load_error)
+
+    got = read_back(memory, addresses, before=before, idle=0.2, ready=0.7)
+    assert got == [encode_trits(words[address]) for address in addresses]
+
+
+def test_weights_straddling_read_one_per_cycle():
+    rows, inputs, row_trits = 4, 8, 9
+    rng = np.random.default_rng(13)
+    words = rng.integers(-1, 2, (12, rows, inputs))
+    memory = WeightMemory(rows, inputs, len(words), row_trits=row_trits)
+    valid_cycles, payloads = [], []
+
+    async def testbench(ctx):
+        await load(ctx, memory, 0, 0, pack_trits(weight_rows(words, row_trits).ravel()))
+        ctx.set(memory.read_data.ready, 1)
+        ctx.set(memory.read_addr.valid, 1)
+        for cycle in range(len(words) + 3):
+            if cycle < len(words):
+                ctx.set(memory.read_addr.payload, cycle)
+            else:
+                ctx.set(memory.read_addr.valid, 0)
+            _, _, addr_ready, valid, payload = await ctx.tick().sample(
+                memory.read_addr.ready, memory.read_data.valid, memory.read_data.payload)
+            assert addr_ready
+            if valid:
+                valid_cycles.append(cycle)
+                payloads.append(payload)
+
+    run(memory, testbench)
+    assert valid_cycles == [cycle + 1 for cycle in range(len(words))]
+    assert payloads == [encode_trits(word) for word in words]
+
+
+def test_weight_rows_order():
+    # Bank b's trits run word after word; row q holds trits [qT, (q+1)T) of each bank, zero-padded.
+    words = np.arange(1, 3 * 2 * 4 + 1).reshape(3, 2, 4)
+    rows = weight_rows(words, 5)
+    assert rows.shape == (3, 2, 5)
+    for bank in range(2):
+        stream = rows[:, bank, :].ravel()
+        assert stream[:12].tolist() == words[:, bank, :].ravel().tolist()
+        assert stream[12:].tolist() == [0, 0, 0]
+
+
+def test_weights_short_rows_message():
+    with pytest.raises(ValueError, match=r"^`row_trits` must be at least `inputs` \(8\), not 7$"):
+        WeightMemory(2, 8, 16, row_trits=7)
