@@ -13,11 +13,20 @@ from golden.int_model import IntParams
 
 from .isa import CoreParams
 from .loader import MemoryImage, memory_image, target_payloads, weight_frames
-from .protocol import MAX_WRITE_DATA, Command, Link, Target, write_payload
+from .protocol import MAX_WRITE_DATA, Command, DeviceError, Link, Status, StatusFlag, Target, write_payload
 
-__all__ = ["Device", "core_params_from_status"]
+__all__ = ["Device", "DeviceResetError", "core_params_from_status"]
 
 logger = logging.getLogger(__name__)
+
+
+class DeviceResetError(RuntimeError):
+    """The accelerator lost the loaded model, because it was reset or powered off.
+
+    Its recurrent state, and possibly its memories, are gone, so the results
+    of the interrupted command are not trustworthy. Load the model again,
+    clear the state and feed the prompt and the tokens generated so far again.
+    """
 
 
 def core_params_from_status(status):
@@ -45,25 +54,32 @@ class Device:
 
         Raises :class:`firmware.layout.FitError` (naming the sizes) before
         anything is sent when the model does not fit. ``progress(done, total)``
-        is called with bytes sent so far.
+        is called after every WRITE frame with the data bytes sent so far and in all.
         """
         image = memory_image(params, self.core)
         payloads = target_payloads(image)
         frames = list(weight_frames(image, MAX_WRITE_DATA))
         total = sum(len(data) for _, _, data in payloads) + sum(len(data) for _, data in frames)
         sent = 0
+        # The device's memories are in between models until the load completes.
+        self.image = None
         for name, address, data in payloads:
             logger.info("loading %s: %d bytes", name.lower(), len(data))
-            self.link.write(Target[name], address, data)
-            sent += len(data)
-            if progress:
-                progress(sent, total)
+            for offset in range(0, len(data), MAX_WRITE_DATA):
+                chunk = data[offset:offset + MAX_WRITE_DATA]
+                self.link.write(Target[name], address + offset, chunk)
+                sent += len(chunk)
+                if progress:
+                    progress(sent, total)
         logger.info("loading weights: %d frames", len(frames))
         for row, data in frames:
             self.link.execute(Command.WRITE, write_payload(Target.WEIGHTS, row, data), reply_size=0)
             sent += len(data)
             if progress:
                 progress(sent, total)
+        # The PROGRAM write sets LOADED and a reset clears it, so a reset
+        # during the load shows here.
+        self._check_loaded("at the end of the load")
         self.image = image
         return image
 
@@ -71,8 +87,31 @@ class Device:
         self.link.reset_state()
 
     def run(self, token, timeout=None):
-        """Run one decoding step; return the :class:`~firmware.protocol.RunResult`."""
-        return self.link.run(token, timeout=timeout)
+        """Run one decoding step; return the :class:`~firmware.protocol.RunResult`.
+
+        Raises ValueError for a token outside the loaded vocabulary, before
+        anything is sent, and :class:`DeviceResetError` when the accelerator
+        was reset since the load.
+        """
+        if self.image is not None:
+            vocab_size = self.image.layout.config.vocab_size
+            if not isinstance(token, (int, np.integer)) or not 0 <= token < vocab_size:
+                raise ValueError(f"token id {token!r} is outside the vocabulary 0..{vocab_size - 1}")
+        try:
+            result = self.link.run(token, timeout=timeout)
+        except DeviceError as error:
+            if error.status == Status.NOT_LOADED and self.image is not None:
+                raise DeviceResetError(
+                    f"RUN of token {token} was rejected with NOT_LOADED after a model was loaded: the "
+                    f"accelerator was reset or powered off; load the model again and replay the prompt"
+                ) from error
+            raise
+        if self.link.last_tries > 1:
+            # The request or the reply was lost. A reset of the accelerator
+            # while the RUN was pending loses them too, and then the retry
+            # ran on a half-updated recurrent state, so the result is wrong.
+            self._check_loaded(f"after RUN of token {token} needed {self.link.last_tries} tries")
+        return result
 
     def head_accumulators(self):
         """Read the LM head's integer accumulators of the last run (int64, length V)."""
@@ -88,6 +127,14 @@ class Device:
         data = self.link.read(Target.STATE, 0, config.num_layers * stride * 4)
         states = np.frombuffer(data, dtype="<i4").astype(np.int64).reshape(config.num_layers, stride)
         return states[:, :config.hidden_size]
+
+    def _check_loaded(self, when):
+        """Raise :class:`DeviceResetError` unless STATUS reports a loaded model; ``when`` names the check."""
+        self.status = self.link.status()
+        if not self.status["flags"] & StatusFlag.LOADED:
+            self.image = None
+            raise DeviceResetError(f"{when}, STATUS reports no loaded model: the accelerator was reset or "
+                                   f"powered off; load the model again and replay the prompt")
 
     def _layout(self):
         if self.image is None:

@@ -437,6 +437,7 @@ class Link:
         self._seq = first_seq
         self._decoder = FrameDecoder()
         self._synchronized = False
+        self._last_tries = 0
 
     @property
     def timeout(self):
@@ -445,6 +446,15 @@ class Link:
     @property
     def retries(self):
         return self._retries
+
+    @property
+    def last_tries(self):
+        """Tries that the last command with a valid reply took: 1 when the first try got it.
+
+        More than 1 means a request or a reply was lost or damaged, and also
+        that the device may have been reset while the command was pending.
+        """
+        return self._last_tries
 
     def execute(self, command, payload=b"", *, reply_size=None, timeout=None):
         """Run one command and return its reply payload after the status byte.
@@ -531,6 +541,7 @@ class Link:
                 # A well-formed reply of the wrong size; a retry would get the same reply.
                 problems.append(f"reply has {len(data)} bytes after the status byte, expected {reply_size}")
                 raise LinkError(command, seq, attempt, problems)
+            self._last_tries = attempt
             return data
         raise LinkError(command, seq, tries, problems)
 

@@ -2,7 +2,8 @@
 
 The reader parses the safetensors container itself so that bf16 tensors load
 into NumPy (which has no bf16 type) without PyTorch. Every tensor that
-:func:`expected_tensors` lists is checked for presence, shape and finiteness.
+:func:`expected_tensors` lists is checked for presence, shape and finiteness,
+and a tensor that it does not list is rejected.
 """
 
 import json
@@ -137,6 +138,12 @@ def load_checkpoint(model_dir):
             bad = int(np.count_nonzero(~np.isfinite(array)))
             raise CheckpointError(f"{source}: tensor `{name}` has {bad} non-finite values (NaN or inf)")
         checked[name] = array
+    unexpected = sorted(set(tensors) - set(checked))
+    if unexpected:
+        # Usually config.json describes another shape, such as fewer layers, than the weights have.
+        raise CheckpointError(f"{source}: tensor `{unexpected[0]}` is not part of the model that "
+                              f"{model_dir / 'config.json'} describes ({len(unexpected)} such tensors); "
+                              f"check that config.json belongs to these weights")
     return config, checked
 
 

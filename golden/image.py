@@ -196,6 +196,10 @@ def read_image(source):
     except ValueError as error:
         raise ImageError(f"{where}: invalid model shape in the header: {error}") from None
 
+    table_end = HEADER_SIZE + SECTION_ENTRY * count
+    if table_end > len(data):
+        raise ImageError(f"{where}: the section table of {count} entries ends at byte {table_end}, "
+                         f"past the end of the file at {len(data)}")
     sections = {}
     kinds = {kind: name for name, kind in SECTION_KINDS.items()}
     for index in range(count):
@@ -203,6 +207,8 @@ def read_image(source):
         kind, offset, length, crc = struct.unpack_from("<IIII", data, entry_at)
         if kind not in kinds:
             raise ImageError(f"{where}: section {index} has unknown kind {kind}")
+        if kinds[kind] in sections:
+            raise ImageError(f"{where}: section {index} is a second `{kinds[kind]}` section")
         if offset + length > len(data):
             raise ImageError(f"{where}: section `{kinds[kind]}` spans bytes {offset}..{offset + length}, "
                              f"past the end of the file at {len(data)}")

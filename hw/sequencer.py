@@ -31,7 +31,7 @@ def instruction_layout():
 class RunStatus:
     """Outcome of a run, reported with ``done``."""
     OK = 0
-    NOT_LOADED = 1          # an ILLEGAL instruction: no program loaded
+    NOT_LOADED = 1          # an ILLEGAL instruction, or no END in the whole program memory
     TOKEN_OUT_OF_RANGE = 2  # the EMBED's vocabulary check failed; nothing was changed
 
 
@@ -45,7 +45,9 @@ class Sequencer(wiring.Component):
     has finished (it may pulse in the cycle after ``start``). ``END`` finishes
     the run with status OK; ``ILLEGAL`` (a zeroed program memory) with
     NOT_LOADED; an ``EMBED`` whose ``vocab`` field is not above ``token``
-    with TOKEN_OUT_OF_RANGE, before the embedding is touched. ``done`` pulses
+    with TOKEN_OUT_OF_RANGE, before the embedding is touched. A run whose
+    last program memory word is not ``END`` ends with NOT_LOADED after that
+    word, so the program counter never wraps around to 0. ``done`` pulses
     once per run, with ``status``, and ``cycles`` holds the cycles from ``run``
     to ``done``.
 
@@ -148,7 +150,12 @@ class Sequencer(wiring.Component):
                     m.d.comb += self.start.eq(1)
                     m.next = "WAIT"
             with m.State("WAIT"):
-                with m.If(self.unit_done):
+                with m.If(self.unit_done & (pc == self._program_depth - 1)):
+                    # The last word of the program memory was not END. Fetching on
+                    # would wrap around to address 0 and run the program forever.
+                    m.d.sync += [self.status.eq(RunStatus.NOT_LOADED), self.done.eq(1), self.busy.eq(0)]
+                    m.next = "IDLE"
+                with m.Elif(self.unit_done):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "FETCH"
         with m.If(self.done):

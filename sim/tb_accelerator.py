@@ -43,6 +43,9 @@ from golden.synthetic import random_tensors
 CLOCK_NS = 10
 # The link's timeouts are in seconds; in simulation one second is this many cycles.
 CYCLES_PER_SECOND = 1_000_000
+# A write gives up when the accelerator has not taken the previous bytes for
+# this many cycles, over 200 times the longest decoding step of the benches.
+WRITE_STALL_CYCLES = 2_000_000
 
 
 class SimulatedPort:
@@ -71,7 +74,11 @@ class SimulatedPort:
         for offset in range(0, len(data), self.rx_capacity):
             chunk = data[offset:offset + self.rx_capacity]
             while dut.rx_busy.value:
-                await FallingEdge(dut.rx_busy)
+                await First(FallingEdge(dut.rx_busy), Timer(WRITE_STALL_CYCLES * CLOCK_NS, "ns"))
+                if dut.rx_busy.value:
+                    # A serial port would not block here, but this bench would wait forever.
+                    raise RuntimeError(f"the accelerator has not taken a byte for {WRITE_STALL_CYCLES} cycles: "
+                                       f"it is stuck in a command and needs a reset")
             for index, byte in enumerate(chunk):
                 dut.rx_buffer[index].value = byte
             dut.rx_length.value = len(chunk)
@@ -117,8 +124,12 @@ def load_model(spec):
 
 def prompt_tokens(text, vocab_size):
     if text.startswith("ids:"):
-        return [int(part) for part in text[4:].split(",")]
-    return list(text.encode("utf-8"))
+        tokens = [int(part) for part in text[4:].split(",") if part.strip()]
+    else:
+        tokens = list(text.encode("utf-8"))
+    if not tokens:
+        raise ValueError(f"MMFREE_PROMPT {text!r} is empty; give prompt text or token ids such as 'ids:1,2,3'")
+    return tokens
 
 
 class Scoreboard:

@@ -87,6 +87,37 @@ def test_core_params_checked():
         CoreParams(4, 8.0, 2, 64, 64, 64, 1, 64)
 
 
+@pytest.mark.parametrize("changes, error, message", [
+    ({"inputs": 12, "vector_lanes": 8}, ValueError, r"`vector_lanes` must divide `inputs` \(12\), not 8"),
+    ({"max_vocab": -1}, ValueError, "`max_vocab` must be a positive integer, not -1"),
+    ({"max_layers": True}, TypeError, "`max_layers` must be an integer, not True"),
+    ({"weight_depth": "4096"}, TypeError, "`weight_depth` must be an integer, not '4096'"),
+    ({"program_depth": 0}, ValueError, "`program_depth` must be a positive integer, not 0"),
+])
+def test_core_params_rejects(changes, error, message):
+    fields = dict(rows=8, inputs=8, vector_lanes=2, max_hidden=64, max_intermediate=64, max_vocab=64,
+                  max_layers=1, weight_depth=64)
+    fields.update(changes)
+    with pytest.raises(error, match=f"^{message}$"):
+        CoreParams(**fields)
+
+
+def test_program_too_long_for_core():
+    config = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_layers=2)
+    core = CoreParams(2, 8, 2, 8, 16, 16, 2, 256, program_depth=40)
+    with pytest.raises(FitError, match=r"^model does not fit the core: the program has 63 instructions, "
+                                       r"the core holds 40$"):
+        memory_image(prepare(config, random_tensors(config)), core)
+
+
+def test_intermediate_size_too_large_for_core():
+    config = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=32, num_layers=1)
+    core = CoreParams(2, 8, 2, 8, 16, 16, 1, 256)
+    with pytest.raises(FitError, match=r"^model does not fit the core: intermediate_size 32 exceeds the core's "
+                                       r"maximum of 16$"):
+        memory_image(prepare(config, random_tensors(config)), core)
+
+
 def test_bundled_model_fills_512_lanes_exactly():
     config = ModelConfig(vocab_size=256, hidden_size=128, intermediate_size=512, num_layers=4)
     layout = plan(config, CoreParams(16, 32, 4, 128, 512, 256, 4, 2304))

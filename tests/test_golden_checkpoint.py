@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -122,6 +123,12 @@ def test_unsupported_dtype(small):
     ("hidden_size", "128", "field `hidden_size` must be an integer, not '128'"),
     ("num_hidden_layers", 0, "`num_layers` must be a positive integer, not 0"),
     ("tie_word_embeddings", True, "field `tie_word_embeddings` is true"),
+    ("vocab_size", -5, "`vocab_size` must be a positive integer, not -5"),
+    ("intermediate_size", 2.5, "field `intermediate_size` must be an integer, not 2.5"),
+    ("num_heads", 0, "field `num_heads` must be a positive integer, not 0"),
+    ("rms_norm_eps", -1e-6, "field `rms_norm_eps` must be a positive number, not -1e-06"),
+    ("rms_norm_eps", "1e-6", "field `rms_norm_eps` must be a number, not '1e-6'"),
+    ("use_lower_bound", "yes", "field `use_lower_bound` must be true or false, not 'yes'"),
 ])
 def test_unsupported_config(small, field, value, message):
     path, _ = small
@@ -155,4 +162,81 @@ def test_missing_weights_file(small):
     path, _ = small
     (path / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no model.safetensors or model.safetensors.index.json found"):
+        load_checkpoint(path)
+
+
+def test_config_json_not_an_object(small):
+    path, _ = small
+    (path / "config.json").write_text("[128, 4]")
+    with pytest.raises(ConfigError, match="config.json: expected a JSON object, found list"):
+        load_config(path)
+
+
+def test_missing_config_json(small):
+    path, _ = small
+    (path / "config.json").unlink()
+    with pytest.raises(ConfigError, match="config.json: file not found; a model directory needs config.json"):
+        load_checkpoint(path)
+
+
+def test_extra_tensor(tmp_path):
+    tensors = random_tensors(SMALL, seed=1)
+    tensors["model.layers.0.attn.q_proj.weight"] = np.zeros((8, 8), dtype=np.float32)
+    save_checkpoint(tmp_path, SMALL, tensors)
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor `model.layers.0.attn.q_proj.weight` is "
+                                              r"not part of the model that .*config.json describes "
+                                              r"\(1 such tensors\); check that config.json belongs to these weights"):
+        load_checkpoint(tmp_path)
+
+
+def test_config_with_fewer_layers_than_weights(tmp_path):
+    # Loading only the first layer of a two-layer model would compute wrong outputs that look plausible.
+    # Without lower bounds, no tensor's shape depends on the layer count.
+    config = ModelConfig(vocab_size=10, hidden_size=8, intermediate_size=16, num_layers=2, use_lower_bound=False)
+    save_checkpoint(tmp_path, config, random_tensors(config, seed=1))
+    _edit_config(tmp_path, num_hidden_layers=1)
+    with pytest.raises(CheckpointError, match=r"tensor `model.layers.1.attn.f_proj.norm.weight` is not part of "
+                                              r"the model that .*config.json describes \(15 such tensors\)"):
+        load_checkpoint(tmp_path)
+
+
+def test_safetensors_shorter_than_header_length(small):
+    path, _ = small
+    (path / "model.safetensors").write_bytes(b"\x10\x00\x00")
+    with pytest.raises(CheckpointError, match="model.safetensors: truncated: 3 bytes, a safetensors file starts "
+                                              "with an 8-byte header length"):
+        load_checkpoint(path)
+
+
+def test_safetensors_header_past_end(small):
+    path, _ = small
+    (path / "model.safetensors").write_bytes(struct.pack("<Q", 500) + b"{}")
+    with pytest.raises(CheckpointError, match="model.safetensors: truncated: header of 500 bytes, file holds 2 "
+                                              "after the length field"):
+        load_checkpoint(path)
+
+
+def test_safetensors_header_invalid_json(small):
+    path, _ = small
+    (path / "model.safetensors").write_bytes(struct.pack("<Q", 6) + b"{oops}")
+    with pytest.raises(CheckpointError, match="model.safetensors: invalid safetensors header: Expecting property name"):
+        load_checkpoint(path)
+
+
+def test_invalid_shard_index(small):
+    path, _ = small
+    (path / "model.safetensors").unlink()
+    (path / "model.safetensors.index.json").write_text('{"metadata": {}}')
+    with pytest.raises(CheckpointError, match=r"model.safetensors.index.json: invalid shard index: 'weight_map'"):
+        load_checkpoint(path)
+
+
+def test_tensor_missing_from_its_shard(small):
+    path, tensors = small
+    (path / "model.safetensors").rename(path / "model-00001.safetensors")
+    weight_map = {name: "model-00001.safetensors" for name in tensors}
+    weight_map["model.extra.weight"] = "model-00001.safetensors"
+    (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match="index.json: tensor `model.extra.weight` is listed in the index "
+                                              "but missing from shard model-00001.safetensors"):
         load_checkpoint(path)

@@ -67,3 +67,19 @@ def test_generate_float_and_integer_agree_greedily(byte_model):
 def test_empty_prompt_rejected():
     with pytest.raises(ValueError, match="the prompt is empty"):
         generate.encode_prompt("", 256)
+
+
+def test_generate_rejects_empty_token_list(byte_model):
+    config, tensors = load_checkpoint(byte_model)
+    with pytest.raises(ValueError, match="^the prompt is empty; give at least one token$"):
+        next(generate.generate(FloatModel(config, tensors), [], 4))
+
+
+def test_generate_command_rejects_empty_prompt(byte_model, capsys):
+    assert generate.main(["--model", str(byte_model), "--prompt", "", "--tokens", "2"]) == 1
+    assert capsys.readouterr().err == "error: the prompt is empty; give at least one character\n"
+
+
+def test_byte_prompt_needs_byte_vocabulary():
+    with pytest.raises(ValueError, match="^byte-level prompts need a vocabulary of 256, the model has 100$"):
+        generate.encode_prompt("ROMEO:", 100)

@@ -1,5 +1,7 @@
 """Integer model: determinism, fidelity to the float model, identities it relies on."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -70,10 +72,11 @@ def test_reset_restores_first_step(odd_models):
     assert np.array_equal(first.head_acc, again.head_acc)
 
 
-def test_token_outside_vocabulary(odd_models):
+@pytest.mark.parametrize("token", [-1, 1000, 2**40, 5.0, "7"])
+def test_token_outside_vocabulary(odd_models, token):
     model = IntModel(odd_models[3])
-    with pytest.raises(ValueError, match=r"token id -1 is outside the vocabulary 0\.\.999"):
-        model.step(-1)
+    with pytest.raises(ValueError, match=rf"^token id {re.escape(repr(token))} is outside the vocabulary 0\.\.999$"):
+        model.step(token)
 
 
 def test_state_saturates_instead_of_wrapping():

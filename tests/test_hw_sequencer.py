@@ -5,15 +5,24 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from firmware.isa import INSTRUCTION_BITS, Opcode, encode
+from firmware.assembler import assemble
+from firmware.isa import INSTRUCTION_BITS, Opcode, decode, encode
+from firmware.layout import memory_sizes, plan
+from golden.config import ModelConfig
+from hw.configs import CONFIGS
 from hw.sequencer import RunStatus, Sequencer
 
 
-def run_program(program, token, unit_cycles=3, seed=0):
-    """Load ``program``, run it once; return (issued opcodes, status, cycles)."""
-    dut = Sequencer(program_depth=16)
+def run_program(program, token, unit_cycles=3, seed=0, program_depth=16):
+    """Load ``program``, run it once; return (issued opcodes, outcome).
+
+    ``outcome`` contains the run's status and cycles, ``busy_after`` and, in
+    ``words``, the instruction word of every issued instruction.
+    """
+    dut = Sequencer(program_depth=program_depth)
     rng = random.Random(seed)
-    issued, outcome = [], {}
+    issued, outcome = [], {"words": []}
+    cycle_limit = 500 + program_depth * (unit_cycles + 6)
 
     async def bench(ctx):
         for address, word in enumerate(program):
@@ -26,9 +35,10 @@ def run_program(program, token, unit_cycles=3, seed=0):
         ctx.set(dut.run, 1)
         await ctx.tick()
         ctx.set(dut.run, 0)
-        for _ in range(500):
+        for _ in range(cycle_limit):
             if ctx.get(dut.start):
                 issued.append(Opcode(ctx.get(dut.instruction.embed.opcode)))
+                outcome["words"].append(ctx.get(dut.instruction.as_value()))
                 await ctx.tick()
                 for _ in range(rng.randint(0, unit_cycles)):
                     await ctx.tick()
@@ -85,3 +95,82 @@ def test_last_token_in_range_runs():
 def test_program_depth_checked():
     with pytest.raises(ValueError, match="`program_depth` must be a positive integer, not 0"):
         Sequencer(program_depth=0)
+
+
+def test_program_without_end_stops_at_last_word():
+    # Every word is a STATS, so only the end of the program memory can stop the run.
+    program = [encode(Opcode.STATS)] * 16
+    issued, outcome = run_program(program, token=0, unit_cycles=1)
+    assert issued == [Opcode.STATS] * 16
+    assert outcome["status"] == RunStatus.NOT_LOADED
+    assert outcome["busy_after"] == 0
+
+
+# (core configuration, model shape H, I, V, L or None for the core's maximum shape). The small
+# core's weight banks fit the shape 96, 256, 1000, 3 exactly, but not its maximum of every size at once.
+MODEL_MAPS = [("small", (24, 40, 64, 2)), ("small", (96, 256, 1000, 3)), ("bundled", None)]
+
+
+@pytest.mark.parametrize("config_name, shape", MODEL_MAPS, ids=lambda value: str(value))
+def test_assembled_program_stays_inside_model(config_name, shape):
+    """Every range that an issued instruction addresses lies inside the loaded model's memory map."""
+    core = CONFIGS[config_name]
+    H, I, V, L = shape or (core.max_hidden, core.max_intermediate, core.max_vocab, core.max_layers)
+    config = ModelConfig(vocab_size=V, hidden_size=H, intermediate_size=I, num_layers=L)
+    layout = plan(config, core)
+    program = assemble(layout, embed_exp=14)
+    issued, outcome = run_program(program, token=config.vocab_size - 1, unit_cycles=1,
+                                  program_depth=core.program_depth)
+    assert outcome["status"] == RunStatus.OK
+    assert len(issued) == len(program) - 1          # every instruction but END
+
+    code_words = memory_sizes(core)["code_words"]
+    vec, acc, const = layout.vec_entries, layout.acc_entries, layout.const_entries
+    weight_ranges = []
+    for word in outcome["words"]:
+        instruction = decode(word)
+        fields = instruction.fields
+        opcode = instruction.opcode
+        where = f"{instruction} of {config_name}"
+        if opcode == Opcode.EMBED:
+            assert fields["vocab"] == config.vocab_size, where
+            assert fields["vec_dst"] + fields["count"] <= vec, where
+        elif opcode in (Opcode.STATS, Opcode.QUANT):
+            assert fields["vec_src"] + fields["count"] <= vec, where
+            assert fields["const"] + fields["count"] <= const, where
+            if opcode == Opcode.QUANT:
+                tiles = -(-fields["count"] // core.inputs)
+                assert fields["code"] + tiles <= code_words, where
+        elif opcode == Opcode.SCALE:
+            assert fields["constant"] < len(config.projections), where
+        elif opcode == Opcode.MATVEC:
+            words = fields["row_groups"] * fields["col_tiles"]
+            assert words > 0, where
+            assert fields["weights"] + words <= layout.weight_words, where
+            assert fields["code"] + fields["col_tiles"] <= code_words, where
+            assert fields["acc_dst"] + fields["row_groups"] * core.rows <= acc, where
+            weight_ranges.append((fields["weights"], words))
+        elif opcode == Opcode.GATES:
+            assert fields["acc_f"] + fields["count"] <= acc, where
+            assert fields["acc_i"] + fields["count"] <= acc, where
+            assert fields["state"] + fields["count"] <= layout.state_entries, where
+            assert fields["vec_dst"] + fields["count"] <= vec, where
+        elif opcode == Opcode.MUL2:
+            assert fields["acc_src"] + fields["count"] <= acc, where
+            assert fields["vec_src"] + fields["count"] <= vec, where
+            assert fields["vec_dst"] + fields["count"] <= vec, where
+        elif opcode in (Opcode.SILU, Opcode.RESID):
+            assert fields["acc_src"] + fields["count"] <= acc, where
+            assert fields["vec_dst"] + fields["count"] <= vec, where
+        elif opcode == Opcode.ARGMAX:
+            assert fields["count"] == config.vocab_size, where
+            assert fields["acc_src"] + fields["count"] <= acc, where
+        else:
+            pytest.fail(f"unexpected opcode issued: {where}")
+
+    # The MATVECs of one step read each weight word of the model exactly once.
+    position = 0
+    for start, words in sorted(weight_ranges):
+        assert start == position
+        position += words
+    assert position == layout.weight_words

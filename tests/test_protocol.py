@@ -350,6 +350,18 @@ def test_link_retries_damaged_traffic(fault):
     assert device.executed.count(Command.WRITE) == 1
 
 
+def test_link_counts_tries_of_last_command():
+    device = FakeDevice()
+    link = make_link(device, timeout=0.05)
+    link.status()
+    assert link.last_tries == 1
+    device.drop_replies = 1
+    link.run(2)
+    assert link.last_tries == 2
+    link.reset_state()
+    assert link.last_tries == 1
+
+
 def test_link_ignores_late_duplicate_reply():
     device = FakeDevice()
     link = make_link(device, timeout=0.05)
