@@ -8,6 +8,7 @@ puts the protocol's :class:`~hw.host.HostInterface` in front of it.
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 from firmware.isa import INSTRUCTION_BITS, CoreParams, Opcode
 from firmware.layout import memory_sizes
@@ -129,6 +130,26 @@ class Core(wiring.Component):
             self.reset_state.done.eq(vector.reset_done & resetting),
             self.reset_state.status.eq(Status.OK),
         ]
+
+        # A MATVEC must stay inside the weight banks and the code buffer, and
+        # run at least one tile: with no tile the projection unit returns no
+        # accumulators while the vector unit waits for them. Field values
+        # wider than the projection unit's command are refused too.
+        fields = instruction.matvec
+        command = matvec.command.payload
+        tiles = Signal(range(self._params.weight_depth * max(1, matvec.code_depth) + 1))
+        bad_matvec = Signal()
+        m.d.comb += [
+            tiles.eq(fields.row_groups * fields.col_tiles),
+            bad_matvec.eq((fields.row_groups == 0) | (fields.col_tiles == 0)
+                          | (fields.row_groups > self._params.weight_depth)
+                          | (fields.col_tiles > matvec.code_depth)
+                          | (fields.code + fields.col_tiles > matvec.code_depth)
+                          | (fields.weights + tiles > self._params.weight_depth)),
+            sequencer.reject.eq((fields.opcode == Opcode.MATVEC) & bad_matvec),
+        ]
+        assert len(command.row_groups) >= bits_for(self._params.weight_depth)
+        assert len(command.col_tiles) >= bits_for(matvec.code_depth)
 
         # A MATVEC starts the projection unit and, in the same cycle, the
         # vector unit's accumulator writer; the command waits here until the

@@ -31,7 +31,7 @@ def instruction_layout():
 class RunStatus:
     """Outcome of a run, reported with ``done``."""
     OK = 0
-    NOT_LOADED = 1          # an ILLEGAL instruction, or no END in the whole program memory
+    NOT_LOADED = 1          # an ILLEGAL or rejected instruction, or no END in the whole program memory
     TOKEN_OUT_OF_RANGE = 2  # the EMBED's vocabulary check failed; nothing was changed
 
 
@@ -47,7 +47,10 @@ class Sequencer(wiring.Component):
     NOT_LOADED; an ``EMBED`` whose ``vocab`` field is not above ``token``
     with TOKEN_OUT_OF_RANGE, before the embedding is touched. A run whose
     last program memory word is not ``END`` ends with NOT_LOADED after that
-    word, so the program counter never wraps around to 0. ``done`` pulses
+    word, so the program counter never wraps around to 0. An instruction
+    that the core marks with ``reject`` while it is presented (one that
+    would reach outside the core's memories) ends the run with NOT_LOADED
+    before it starts. ``done`` pulses
     once per run, with ``status``, and ``cycles`` holds the cycles from ``run``
     to ``done``.
 
@@ -75,6 +78,8 @@ class Sequencer(wiring.Component):
     start : ``Out(1)``
         One-cycle pulse: the unit of ``instruction.opcode`` starts.
     unit_done : ``In(1)``
+    reject : ``In(1)``
+        The instruction on ``instruction`` must not run; read in the cycle before ``start``.
     program_write : ``In(...)``
         ``en``, ``addr`` and ``data`` of the program memory's write port, with
         a byte-granular enable.
@@ -94,6 +99,7 @@ class Sequencer(wiring.Component):
             "instruction": Out(instruction_layout()),
             "start": Out(1),
             "unit_done": In(1),
+            "reject": In(1),
             "program_write": In(wiring.Signature({
                 "en": Out(INSTRUCTION_BITS // 8),
                 "addr": Out(ceil_log2(max(program_depth, 2))),
@@ -139,7 +145,7 @@ class Sequencer(wiring.Component):
                 with m.If(opcode == Opcode.END):
                     m.d.sync += [self.status.eq(RunStatus.OK), self.done.eq(1), self.busy.eq(0)]
                     m.next = "IDLE"
-                with m.Elif((opcode == Opcode.ILLEGAL) | (opcode > max(Opcode))):
+                with m.Elif((opcode == Opcode.ILLEGAL) | (opcode > max(Opcode)) | self.reject):
                     m.d.sync += [self.status.eq(RunStatus.NOT_LOADED), self.done.eq(1), self.busy.eq(0)]
                     m.next = "IDLE"
                 with m.Elif((opcode == Opcode.EMBED) & (token >= self.instruction.embed.vocab)):

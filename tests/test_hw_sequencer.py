@@ -6,10 +6,12 @@ import pytest
 from amaranth.sim import Simulator
 
 from firmware.assembler import assemble
-from firmware.isa import INSTRUCTION_BITS, Opcode, decode, encode
+from firmware.isa import INSTRUCTION_BITS, CoreParams, Opcode, decode, encode
 from firmware.layout import memory_sizes, plan
 from golden.config import ModelConfig
 from hw.configs import CONFIGS
+from firmware.protocol import Status, Target
+from hw.core import Core
 from hw.sequencer import RunStatus, Sequencer
 
 
@@ -174,3 +176,58 @@ def test_assembled_program_stays_inside_model(config_name, shape):
         assert start == position
         position += words
     assert position == layout.weight_words
+
+
+CORE_FOR_REJECT = CoreParams(rows=2, inputs=8, vector_lanes=2, max_hidden=16, max_intermediate=32, max_vocab=16,
+                             max_layers=1, weight_depth=64, program_depth=8)
+
+
+def run_core_program(program, token=0):
+    """Write ``program`` into a Core of CORE_FOR_REJECT through its host port, RUN it; return the reply status."""
+    core = Core(CORE_FOR_REJECT)
+    outcome = {}
+
+    async def bench(ctx):
+        data = b"".join(word.to_bytes(INSTRUCTION_BITS // 8, "little") for word in program)
+        ctx.set(core.write.target, Target.PROGRAM)
+        for address, byte in enumerate(data):
+            ctx.set(core.write.valid, 1)
+            ctx.set(core.write.first, address == 0)
+            ctx.set(core.write.address, address)
+            ctx.set(core.write.data, byte)
+            await ctx.tick().until(core.write.ready)
+        ctx.set(core.write.valid, 0)
+        ctx.set(core.run.token, token)
+        ctx.set(core.run.start, 1)
+        for _ in range(5000):
+            _, _, done, status = await ctx.tick().sample(core.run.done, core.run.status)
+            if done:
+                outcome["status"] = status
+                break
+        ctx.set(core.run.start, 0)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return outcome.get("status")
+
+
+@pytest.mark.parametrize("fields", [
+    dict(weights=0, row_groups=1, col_tiles=0, code=0),        # no tile: no accumulators would come back
+    dict(weights=0, row_groups=0, col_tiles=1, code=0),
+    dict(weights=60, row_groups=2, col_tiles=4, code=0),       # words 60..67 of a 64-word bank
+    dict(weights=0, row_groups=1, col_tiles=2, code=11),       # code words past the buffer
+])
+def test_core_rejects_matvec_outside_its_memories(fields):
+    # A MATVEC that would reach past the weight banks or the code buffer, or run no
+    # tile, ends the RUN with NOT_LOADED instead of reading undefined data or hanging.
+    program = [encode(Opcode.MATVEC, acc_dst=0, dst_max=0, **fields), encode(Opcode.END)]
+    assert run_core_program(program) == Status.NOT_LOADED
+
+
+def test_core_runs_matvec_at_the_end_of_its_memories():
+    program = [encode(Opcode.MATVEC, weights=56, row_groups=2, col_tiles=4, code=8, acc_dst=0, dst_max=0),
+               encode(Opcode.END)]
+    assert memory_sizes(CORE_FOR_REJECT)["code_words"] == 12
+    assert run_core_program(program) == Status.OK
