@@ -12,7 +12,7 @@ PROMPT     ?=
 TOKENS     ?= 64
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-all fidelity image verilog lint bitstream flash bench train clean distclean
+.PHONY: all demo serial-demo test test-all fidelity image verilog lint bitstream flash bench train clean distclean
 
 all: verilog
 
@@ -27,6 +27,11 @@ venv: $(STAMP)
 # The main job: the bundled model on the simulated accelerator.
 demo: $(STAMP)
 	$(PY) -m sim.demo --model $(MODEL) --tokens $(TOKENS) $(if $(PROMPT),--prompt "$(PROMPT)") $(if $(filter 1,$(WAVES)),--waves)
+
+# The host runtime (`mmfree run --check`) against the simulated board design,
+# through a pseudo-terminal bridged to its UART pins.
+serial-demo: $(STAMP)
+	$(PY) -m sim.serial_demo --tokens $(TOKENS) $(if $(PROMPT),--prompt "$(PROMPT)") $(if $(filter 1,$(WAVES)),--waves)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

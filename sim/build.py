@@ -21,9 +21,11 @@ from amaranth.back import verilog
 
 from firmware.isa import CoreParams
 from hw.lint import WAIVED_WARNINGS, verilator_environment
+from hw.top import Accelerator
 from .shim import SIM_TOP_NAME, LinkShim
 
-__all__ = ["TOP_NAME", "build_accelerator", "build_component", "run_bench", "run_component_bench", "ROOT"]
+__all__ = ["TOP_NAME", "build_accelerator", "build_component", "run_bench", "run_component_bench", "ROOT",
+           "generator_sources", "source_closure"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ TOP_NAME = SIM_TOP_NAME
 # shim. A build's hash covers these and the project modules they import, so
 # a change to, say, the host runtime does not force a rebuild.
 ROOT_SOURCES = ("hw/*.py", "sim/shim.py")
-PROJECT_PACKAGES = ("hw", "firmware", "golden", "sim")
+PROJECT_PACKAGES = ("hw", "firmware", "golden", "sim", "boards")
 
 
 def _module_path(name):
@@ -61,7 +63,12 @@ def _imported_modules(path):
 
 def generator_sources():
     """Return the sorted source files of the generator: its roots and every project module they import."""
-    pending = [path for pattern in ROOT_SOURCES for path in ROOT.glob(pattern)]
+    return source_closure(ROOT_SOURCES)
+
+
+def source_closure(patterns):
+    """Return the sorted files matching the glob ``patterns`` (relative to ROOT) and every project module they import."""
+    pending = [path for pattern in patterns for path in ROOT.glob(pattern)]
     found = set()
     while pending:
         path = pending.pop()
@@ -72,10 +79,24 @@ def generator_sources():
     return sorted(found)
 
 
-def _digest(description):
-    """Return a short hash of the JSON-serializable ``description`` and of the generator's source files."""
-    digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode())
-    for path in generator_sources():
+# cocotb's runner makes every signal of the design public to VPI
+# (--public-flat-rw), which keeps Verilator from inlining and optimizing
+# across modules: the accelerator then simulates about seven times slower and
+# compiles longer. The benches reach only the top module's ports and memories,
+# so only those stay public, through a Verilator configuration file.
+PUBLIC_CONFIG = """`verilator_config
+public_flat_rw -module "{top_name}" -var "*"
+"""
+VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--no-public-flat-rw"]
+
+
+def _digest(description, source_patterns=()):
+    """Return a short hash of the JSON-serializable ``description`` and of the generator's source files.
+
+    ``source_patterns`` adds glob patterns of further root files, whose import closure is hashed as well.
+    """
+    digest = hashlib.sha256(json.dumps([description, VERILATOR_ARGS, PUBLIC_CONFIG], sort_keys=True).encode())
+    for path in sorted(set(generator_sources()) | set(source_closure(source_patterns))):
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -116,7 +137,9 @@ def _verilate(build_dir, top_name, generate, *, waves, description, extra_build_
         logger.info("wrote %s in %.1f s", source, time.monotonic() - start)
 
     runner = get_runner("verilator")
-    build_args = [f"-Wno-{name}" for name in WAIVED_WARNINGS] + ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    public = build_dir / "public.vlt"
+    public.write_text(PUBLIC_CONFIG.format(top_name=top_name))
+    build_args = [f"-Wno-{name}" for name in WAIVED_WARNINGS] + VERILATOR_ARGS + [str(public.resolve())]
     build_args += list(extra_build_args)
     if waves:
         build_args.append("--trace-fst")
@@ -137,14 +160,16 @@ def build_accelerator(params: CoreParams, *, timeout_cycles=200_000, waves=False
     build_dir = build_root / f"{params.rows}x{params.inputs}p{params.vector_lanes}-{_source_digest(params, timeout_cycles)}"
 
     def generate():
-        return verilog.convert(LinkShim(params, timeout_cycles=timeout_cycles), name=TOP_NAME, emit_src=False)
+        shim = LinkShim(Accelerator(params, timeout_cycles=timeout_cycles))
+        return verilog.convert(shim, name=TOP_NAME, emit_src=False)
 
     description = (f"{params.lanes} lanes ({params.rows} x {params.inputs}), "
                    f"{params.vector_lanes} vector lanes")
     return _verilate(build_dir, TOP_NAME, generate, waves=waves, description=description)
 
 
-def build_component(component_factory, top_name, key, *, extra_build_args=(), waves=False, build_root=None):
+def build_component(component_factory, top_name, key, *, extra_build_args=(), sources=(), waves=False,
+                    build_root=None):
     """Generate and Verilate one Amaranth component under the module name ``top_name``; return the build directory.
 
     ``component_factory()`` returns the component. It is called only when the
@@ -155,12 +180,16 @@ def build_component(component_factory, top_name, key, *, extra_build_args=(), wa
     generator's source files, so two parameter sets never share a build.
     ``extra_build_args`` go to Verilator and are part of the hash as well.
     For example, ``["-CFLAGS", "-O0"]`` shortens the C++ compile for a bench
-    that simulates only for seconds.
+    that simulates only for seconds. ``sources`` lists glob patterns (relative
+    to the project root) of the files that define a component outside
+    ``hw/``, such as ``["sim/serial_shim.py"]``. The hash covers them and the
+    project modules they import.
     """
     if not key or "/" in key or key != key.strip():
         raise ValueError(f"`key` must be a non-empty file name without '/' or surrounding spaces, not {key!r}")
     build_root = Path(build_root or ROOT / "build" / "sim")
-    build_dir = build_root / f"{key}-{_digest(['component', top_name, key, list(extra_build_args)])}"
+    digest = _digest(['component', top_name, key, list(extra_build_args)], sources)
+    build_dir = build_root / f"{key}-{digest}"
 
     def generate():
         return verilog.convert(component_factory(), name=top_name, emit_src=False)

@@ -11,11 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from firmware.runtime import DEFAULT_PROMPT
 from hw.configs import CONFIGS
 
 from .build import ROOT, run_bench
-
-DEFAULT_PROMPT = "ROMEO.\n"
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""Simulation-only link shim: moves whole frames in and out of the accelerator in hardware.
+"""Simulation-only link shim: moves whole frames in and out of a byte-stream device in hardware.
 
 A test bench that offered one byte per clock from Python would spend most
 of its time waking Python every cycle. Instead, the bench deposits a frame
@@ -12,6 +12,10 @@ count up ``tx_count``; ``tx_reached`` rises when ``tx_count`` reaches
 The random idle and backpressure cycles come from a 16-bit LFSR: a cycle
 is idle (or stalled) when its low byte is below ``idle_threshold``, so the
 probability is ``idle_threshold / 256``.
+
+The device is ``hw.top.Accelerator`` for the accelerator's benches, or any
+component with the same ``rx`` and ``tx`` byte streams, such as the board's
+serial design behind a host-side UART (:mod:`sim.serial_shim`).
 """
 
 from amaranth.hdl import Module, Signal
@@ -19,22 +23,21 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from firmware.isa import CoreParams
-from hw.top import Accelerator
-
 __all__ = ["LinkShim", "SIM_TOP_NAME"]
 
 SIM_TOP_NAME = "mmfree_sim_top"
 
 
 class LinkShim(wiring.Component):
-    """The accelerator with frame buffers on its byte streams, for simulation only.
+    """A device with frame buffers on its byte streams, for simulation only.
 
     Parameters
     ----------
-    core : CoreParams
-    timeout_cycles : int
-        The host interface's frame timeout.
+    device : wiring.Component
+        ``hw.top.Accelerator`` or another component with an
+        ``In(stream.Signature(8))`` named ``rx`` and an
+        ``Out(stream.Signature(8))`` named ``tx``. Every other output of its
+        signature is a port of the shim under the same name.
     rx_bytes, tx_bytes : int
         Sizes of the receive buffer (one frame at a time) and of the transmit ring.
 
@@ -49,18 +52,20 @@ class LinkShim(wiring.Component):
         A write port of ``rx_buffer``, so that it stays a memory; the bench writes it through VPI.
     idle_threshold : ``In(8)``
     tx_count : ``Out(32)``
-        Bytes received from the accelerator since reset; byte ``i`` is at ``tx_buffer[i % tx_bytes]``.
+        Bytes received from the device since reset; byte ``i`` is at ``tx_buffer[i % tx_bytes]``.
     tx_wanted : ``In(32)``
     tx_reached : ``Out(1)``
         ``tx_count >= tx_wanted``.
     busy, weights_error : ``Out(1)``
-        The accelerator's own status outputs.
+        The accelerator's own status outputs, when the device is ``hw.top.Accelerator``.
     """
 
-    def __init__(self, core: CoreParams, *, timeout_cycles, rx_bytes=2048, tx_bytes=8192):
-        self._accelerator = Accelerator(core, timeout_cycles=timeout_cycles)
+    def __init__(self, device, *, rx_bytes=2048, tx_bytes=8192):
+        self._device = device
         self._rx_bytes = rx_bytes
         self._tx_bytes = tx_bytes
+        self._status_outputs = [name for name, member in device.signature.members.items()
+                                if name not in ("rx", "tx") and member.is_port and member.flow == Out]
         super().__init__({
             "rx_length": In(16),
             "rx_start": In(1),
@@ -72,16 +77,18 @@ class LinkShim(wiring.Component):
             "tx_count": Out(32),
             "tx_wanted": In(32),
             "tx_reached": Out(1),
-            "busy": Out(1),
-            "weights_error": Out(1),
+            **{name: Out(device.signature.members[name].shape) for name in self._status_outputs},
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.accelerator = accelerator = self._accelerator
+        # The submodule keeps the name `accelerator`, so that signal paths in
+        # waveforms of the accelerator's benches stay as they were.
+        m.submodules.accelerator = accelerator = self._device
         m.submodules.rx_buffer = rx_buffer = Memory(shape=8, depth=self._rx_bytes, init=[])
         m.submodules.tx_buffer = tx_buffer = Memory(shape=8, depth=self._tx_bytes, init=[])
-        m.d.comb += [self.busy.eq(accelerator.busy), self.weights_error.eq(accelerator.weights_error)]
+        for name in self._status_outputs:
+            m.d.comb += getattr(self, name).eq(getattr(accelerator, name))
 
         lfsr = Signal(16, init=0xACE1)
         m.d.sync += lfsr.eq(lfsr[1:] ^ (lfsr[0].replicate(16) & 0xB400))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hw.configs import CONFIGS
+from sim import demo
 from sim.build import run_bench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,3 +47,12 @@ def test_random_shapes(config, shape):
 @pytest.mark.parametrize("config", ["small", "medium"])
 def test_long_generation(config):
     run(config, "random:96,256,1000,3,5", "ids:3", 64, idle=0.3)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--prompt", ""], "error: the prompt is empty; give at least one character\n"),
+    (["--tokens", "0"], "error: --tokens must be at least 1, not 0\n"),
+])
+def test_demo_rejects_arguments_before_building(arguments, message, capsys):
+    assert demo.main(arguments) == 1
+    assert capsys.readouterr().err == message

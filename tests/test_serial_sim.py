@@ -1,0 +1,20 @@
+"""The `mmfree` command against the Verilated board design, through a pseudo-terminal.
+
+The test builds (or reuses, from build/sim) the Verilator model of the
+serial design of the `small` core and runs `mmfree run --check` on a
+pseudo-terminal bridged to its UART pins (sim.tb_serial). The command loads a
+random model of 256 byte tokens over the simulated serial link, at 8 clock
+cycles per bit, and compares every token with the integer golden model. The
+bench checks the command's exit status and its whole output. The run takes
+about 30 s on 2 cores, after a build of about 2 minutes.
+"""
+
+from sim.serial_demo import run_serial_demo
+
+MODEL = "random:16,32,256,1,7"
+
+
+def test_mmfree_run_over_simulated_serial_link():
+    tests, failures = run_serial_demo("small", MODEL, "KING:\n", 8)
+    assert tests == 1
+    assert failures == 0, "`mmfree run --check` failed against the simulated board; see the log above"
