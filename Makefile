@@ -11,6 +11,7 @@ BOARD      ?= ulx3s-85f
 PROMPT     ?=
 TOKENS     ?= 64
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: all demo serial-demo test test-all fidelity image verilog lint bitstream flash bench train clean distclean
 
@@ -60,7 +61,7 @@ flash: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m sim.bench
+	$(PY) -m sim.bench $(BENCH_ARGS)
 
 # Retrains the bundled model (about 25 minutes on 2 CPU cores).
 train: $(STAMP)

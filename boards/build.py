@@ -303,7 +303,7 @@ def build_board(top, build_dir, *, seed=1, tools=None):
     start = time.monotonic()
     platform = top.create_platform()
     plan = platform.prepare(top, name=NAME,
-                            nextpnr_opts=["--seed", str(seed), "--timing-allow-fail",
+                            nextpnr_opts=["--seed", str(seed), "--timing-allow-fail", "--router", "router2",
                                           "--report", f"{NAME}.report.json"])
     plan.extract(build_dir)
     logger.info("elaboration: done in %.0f s, build plan in %s", time.monotonic() - start, build_dir)
