@@ -134,7 +134,7 @@ class Core(wiring.Component):
         # A MATVEC must stay inside the weight banks and the code buffer, and
         # run at least one tile: with no tile the projection unit returns no
         # accumulators while the vector unit waits for them. Field values
-        # wider than the projection unit's command are refused too.
+        # wider than the projection unit's command are rejected too.
         fields = instruction.matvec
         command = matvec.command.payload
         tiles = Signal(range(self._params.weight_depth * max(1, matvec.code_depth) + 1))

@@ -226,7 +226,7 @@ def test_core_rejects_matvec_outside_its_memories(fields):
     assert run_core_program(program) == Status.NOT_LOADED
 
 
-def test_core_runs_matvec_at_the_end_of_its_memories():
+def test_core_runs_matvec_at_memory_end():
     program = [encode(Opcode.MATVEC, weights=56, row_groups=2, col_tiles=4, code=8, acc_dst=0, dst_max=0),
                encode(Opcode.END)]
     assert memory_sizes(CORE_FOR_REJECT)["code_words"] == 12
