@@ -12,6 +12,7 @@ PROMPT     ?=
 TOKENS     ?= 64
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+CLOCK_MHZ  ?=
 
 .PHONY: all demo serial-demo test test-all fidelity image verilog lint bitstream flash bench train clean distclean
 
@@ -54,7 +55,7 @@ lint: verilog
 	$(PY) -m hw.lint build/verilog/$(CONFIG)
 
 bitstream: $(STAMP)
-	$(PY) -m boards.build --board $(BOARD) --config $(CONFIG)
+	$(PY) -m boards.build --board $(BOARD) --config $(CONFIG) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ))
 
 flash: $(STAMP)
 	$(PY) -m boards.flash --board $(BOARD) --config $(CONFIG)
