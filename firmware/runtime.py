@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from golden.generate import DEFAULT_PROMPT
 from golden.int_model import IntModel, StepResult
 
 from .device import Device
@@ -21,8 +22,6 @@ __all__ = ["DEFAULT_BAUD", "DEFAULT_PROMPT", "SerialPort", "open_serial_port", "
 # tests/test_cli.py checks that the two agree.
 DEFAULT_BAUD = 3_000_000
 
-# A prompt in the format of the plays that the bundled model was trained on.
-DEFAULT_PROMPT = "ROMEO.\n"
 
 # SerialPort.read waits for bytes in slices of this many seconds, so it may
 # return up to this much later than its timeout.

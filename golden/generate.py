@@ -13,7 +13,12 @@ from .checkpoint import load_checkpoint
 from .float_model import FloatModel
 from .int_model import IntModel, prepare
 
-__all__ = ["sample_token", "generate", "encode_prompt", "main"]
+__all__ = ["DEFAULT_PROMPT", "sample_token", "generate", "encode_prompt", "main"]
+
+# A speaker line in the format of the plays that the bundled model was trained
+# on. After a bare "ROMEO:" with no newline, greedy decoding of that model
+# writes only spaces.
+DEFAULT_PROMPT = "ROMEO.\n"
 
 
 def sample_token(logits, temperature=0.0, top_k=0, rng=None):
@@ -69,7 +74,7 @@ def generate(model, prompt_tokens, count, temperature=0.0, top_k=0, seed=0, inte
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m golden.generate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="Hugging Face model directory")
-    parser.add_argument("--prompt", default="ROMEO:\n", help="prompt text (default: 'ROMEO:\\n')")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt text (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--tokens", type=int, default=200, help="tokens to generate (default 200)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 for greedy (default), else sampling")
     parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")

@@ -3,6 +3,7 @@
     python -m hw.lint build/verilog/bundled
 """
 
+import argparse
 import os
 import subprocess
 import sys
@@ -54,11 +55,16 @@ def lint(verilog_dir, top="mmfree_accelerator"):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m hw.lint VERILOG_DIR", file=sys.stderr)
+    parser = argparse.ArgumentParser(prog="python -m hw.lint",
+                                     description="Run verilator --lint-only -Wall, with the waivers listed "
+                                                 "in hw/lint.py, on the Verilog that make verilog wrote.")
+    parser.add_argument("verilog_dir", help="directory of the generated Verilog, e.g. build/verilog/bundled")
+    args = parser.parse_args(argv)
+    try:
+        code, output = lint(args.verilog_dir)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    code, output = lint(argv[0])
     print(output, end="")
     print(f"lint: {'clean' if code == 0 else 'failed'} ({len(WAIVED_WARNINGS)} warnings waived, "
           f"listed in hw/lint.py)")

@@ -22,7 +22,7 @@ def main(argv=None):
     parser.add_argument("--model", default=str(ROOT / "models" / "shakespeare-h128-l4"),
                         help="Hugging Face model directory (default: the bundled model)")
     parser.add_argument("--config", default="bundled", choices=sorted(CONFIGS), help="core configuration")
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt text")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt text (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--tokens", type=int, default=64, help="tokens to generate (default 64)")
     parser.add_argument("--waves", action="store_true", help="write an FST waveform of the run")
     args = parser.parse_args(argv)
