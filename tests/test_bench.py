@@ -391,7 +391,6 @@ def test_plot_without_board_results(tmp_path):
 
 
 def test_plot_writes_png(tmp_path):
-    pytest.importorskip("matplotlib")
     path = tmp_path / "plot.png"
     assert report.plot_tokens_per_lut4(sample_rows(), path, lut4_available=83_640) == 1
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
