@@ -48,6 +48,20 @@ CYCLES_PER_SECOND = 1_000_000
 WRITE_STALL_CYCLES = 2_000_000
 
 
+async def send_through_shim(dut, data):
+    """Deposit ``data`` in the link shim's receive buffer and start sending it; return after two clock edges.
+
+    ``rx_busy``, set at the first edge, reads as set only after the second.
+    """
+    for index, byte in enumerate(data):
+        dut.rx_buffer[index].value = byte
+    dut.rx_length.value = len(data)
+    dut.rx_start.value = 1
+    await RisingEdge(dut.clk)
+    dut.rx_start.value = 0
+    await RisingEdge(dut.clk)
+
+
 class SimulatedPort:
     """A byte port (``write``, ``read(n, timeout)``) on the simulated accelerator.
 
@@ -79,13 +93,7 @@ class SimulatedPort:
                     # A serial port would not block here, but this bench would wait forever.
                     raise RuntimeError(f"the accelerator has not taken a byte for {WRITE_STALL_CYCLES} cycles: "
                                        f"it is stuck in a command and needs a reset")
-            for index, byte in enumerate(chunk):
-                dut.rx_buffer[index].value = byte
-            dut.rx_length.value = len(chunk)
-            dut.rx_start.value = 1
-            await RisingEdge(dut.clk)
-            dut.rx_start.value = 0
-            await RisingEdge(dut.clk)
+            await send_through_shim(dut, chunk)
             self.bytes_in += len(chunk)
 
     @resume

@@ -43,6 +43,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from boards.uart import BITS_PER_FRAME
 from firmware.protocol import REPLY_FLAG, Frame, FrameDecoder
+from sim.tb_accelerator import send_through_shim
 
 CLOCK_NS = 10
 # The bench looks at both directions at least this often while the design works.
@@ -84,7 +85,7 @@ class PtyBridge:
         return self.consumed
 
     def design_idle(self):
-        """Whether the design has replied to every request and no byte is on its way in either direction."""
+        """Return True when the design has replied to every request and no byte is on its way either way."""
         return (self.replies >= self.requests and not self.to_host and not self.dut.rx_busy.value
                 and int(self.dut.tx_count.value) == self.consumed)
 
@@ -98,15 +99,7 @@ class PtyBridge:
             return
         if not data:
             return
-        dut = self.dut
-        for index, byte in enumerate(data):
-            dut.rx_buffer[index].value = byte
-        dut.rx_length.value = len(data)
-        dut.rx_start.value = 1
-        await RisingEdge(dut.clk)
-        dut.rx_start.value = 0
-        # rx_busy, set at the edge above, reads as set only after the next one.
-        await RisingEdge(dut.clk)
+        await send_through_shim(self.dut, data)
         self.bytes_to_device += len(data)
         self.requests += sum(isinstance(event, Frame) for event in self.host_frames.feed(data))
 

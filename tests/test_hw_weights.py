@@ -166,20 +166,19 @@ def test_weights_load_rate(rows, inputs, cycles_per_byte):
     assert set(gaps.tolist()) == {cycles_per_byte}
 
 
-def test_weights_read_one_per_cycle():
-    rows, inputs = 4, 8
-    rng = np.random.default_rng(7)
-    sequence = linear_order(rng.integers(-1, 2, (8, 16)), rows, inputs)
-    memory = WeightMemory(rows, inputs, 8)
-    expected = expected_words(sequence, rows, inputs)
+def read_every_cycle(memory, count, load_rows, data):
+    """Load ``data``, then offer addresses 0 .. count-1 on consecutive cycles; return (valid cycles, payloads).
+
+    Every address must be accepted in the cycle it is offered.
+    """
     valid_cycles, payloads = [], []
 
     async def testbench(ctx):
-        await load(ctx, memory, 0, len(expected) * rows, pack_trits(sequence))
+        await load(ctx, memory, 0, load_rows, data)
         ctx.set(memory.read_data.ready, 1)
         ctx.set(memory.read_addr.valid, 1)
-        for cycle in range(len(expected) + 3):
-            if cycle < len(expected):
+        for cycle in range(count + 3):
+            if cycle < count:
                 ctx.set(memory.read_addr.payload, cycle)
             else:
                 ctx.set(memory.read_addr.valid, 0)
@@ -191,6 +190,16 @@ def test_weights_read_one_per_cycle():
                 payloads.append(payload)
 
     run(memory, testbench)
+    return valid_cycles, payloads
+
+
+def test_weights_read_one_per_cycle():
+    rows, inputs = 4, 8
+    rng = np.random.default_rng(7)
+    sequence = linear_order(rng.integers(-1, 2, (8, 16)), rows, inputs)
+    memory = WeightMemory(rows, inputs, 8)
+    expected = expected_words(sequence, rows, inputs)
+    valid_cycles, payloads = read_every_cycle(memory, len(expected), len(expected) * rows, pack_trits(sequence))
     assert valid_cycles == [cycle + 1 for cycle in range(len(expected))]
     assert payloads == expected
 
@@ -350,31 +359,14 @@ def test_weights_straddling_read_one_per_cycle():
     rng = np.random.default_rng(13)
     words = rng.integers(-1, 2, (12, rows, inputs))
     memory = WeightMemory(rows, inputs, len(words), row_trits=row_trits)
-    valid_cycles, payloads = [], []
-
-    async def testbench(ctx):
-        await load(ctx, memory, 0, 0, pack_trits(weight_rows(words, row_trits).ravel()))
-        ctx.set(memory.read_data.ready, 1)
-        ctx.set(memory.read_addr.valid, 1)
-        for cycle in range(len(words) + 3):
-            if cycle < len(words):
-                ctx.set(memory.read_addr.payload, cycle)
-            else:
-                ctx.set(memory.read_addr.valid, 0)
-            _, _, addr_ready, valid, payload = await ctx.tick().sample(
-                memory.read_addr.ready, memory.read_data.valid, memory.read_data.payload)
-            assert addr_ready
-            if valid:
-                valid_cycles.append(cycle)
-                payloads.append(payload)
-
-    run(memory, testbench)
+    data = pack_trits(weight_rows(words, row_trits).ravel())
+    valid_cycles, payloads = read_every_cycle(memory, len(words), 0, data)
     assert valid_cycles == [cycle + 1 for cycle in range(len(words))]
     assert payloads == [encode_trits(word) for word in words]
 
 
 def test_weight_rows_order():
-    # Bank b's trits run word after word; row q holds trits [qT, (q+1)T) of each bank, zero-padded.
+    # Bank b's trits run word after word, and row q contains trits [qT, (q+1)T) of each bank, zero-padded.
     words = np.arange(1, 3 * 2 * 4 + 1).reshape(3, 2, 4)
     rows = weight_rows(words, 5)
     assert rows.shape == (3, 2, 5)
