@@ -204,8 +204,8 @@ class CoreParams:
         A row is the narrowest block-RAM-friendly width that holds a K-trit
         word at two bits a trit: 18 bits, or a multiple of 36 (the data widths
         of FPGA block RAMs, 9-bit bytes included). K-trit words pack
-        into such rows end to end, so no bit of a row is left unused; the
-        weight memory reads the one or two rows a word touches.
+        into such rows end to end, so no bit of a row is left unused. The
+        weight memory reads the one or two rows that a word touches.
         """
         word_bits = self.inputs * nx.TRIT_BITS
         row_bits = 18 if word_bits <= 18 else -(-word_bits // 36) * 36

@@ -460,8 +460,8 @@ class VectorUnit(wiring.Component):
             "silu_a": Silu(),
             "apply_b": ApplyScale(self._acc_bits),
             "sigma_b": Sigma(),
-            # A lane has three sigma tables, and every one in a block RAM
-            # would take 3 * P of them; the third is built in logic instead.
+            # A lane has three sigma tables. In block RAM they would take 3 * P
+            # of them, so the third is built in logic instead.
             "silu_h": Silu(table_in_logic=True),
         } for _ in range(lanes)]
         self._quantize = QuantizeCode(width=nx.ACT_BITS, lanes=lanes)
