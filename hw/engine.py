@@ -84,10 +84,12 @@ class TernaryEngine(wiring.Component):
     ``trits @ codes`` (R sums) to its R accumulators. After the tile marked
     ``last`` it emits the R accumulators as one output beat.
 
-    Structure: an input register, then a select stage, where each code is
-    negated once for all R rows and a trit picks the code, its negation or
-    zero. Then each row has one adder-tree level per register stage. Last come
-    the accumulators, whose sums also load the output register.
+    Structure: an input register, then a select stage, where a trit picks
+    its code, the code's one's complement (``-c - 1``) or zero. Then each row
+    has one adder-tree level per register stage. Beside it, a tree of the same
+    depth counts the row's -1 trits, the ones that the complements lack.
+    Last come the accumulators, which add both sums to the row's total and
+    also load the output register. Only the K codes are sent to all R rows.
 
     Latency: ``ceil_log2(inputs) + 3`` cycles from the cycle in which the
     ``last`` tile is transferred to the cycle in which its accumulators are
@@ -102,7 +104,8 @@ class TernaryEngine(wiring.Component):
     Accumulation is modulo ``2**acc_bits``, so the sums are exact whenever the
     true total fits in ``acc_bits``. This is the case for up to ``max_fan_in``
     nonzero trits per row group with codes in the symmetric range. A code of
-    ``-2**(code_bits-1)`` is outside that range and is negated to itself.
+    ``-2**(code_bits-1)`` is outside that range. Its products are exact,
+    but a sum of many of them may not fit ``acc_bits``.
 
     Parameters
     ----------
@@ -195,28 +198,36 @@ class TernaryEngine(wiring.Component):
                 tile_valid.eq(self.tiles.valid),
             ]
 
-        # Select stage: one negation per code, shared by the R rows.
-        negated = [Signal(signed(code_bits), name=f"negated_{lane}") for lane in range(inputs)]
-        for lane in range(inputs):
-            m.d.comb += negated[lane].eq(-tile.codes[lane])
-
+        # Select stage. A trit of -1 takes the one's complement of its code,
+        # ~c = -c - 1, and the row's count of -1 trits adds the missing ones
+        # back. So each term needs only its code and trit, and no negated copy
+        # of the codes has to reach every row.
         terms = []
+        minus_ones = []
         for row in range(rows):
             row_terms = []
+            row_minus = []
             for lane in range(inputs):
                 bit = (row * inputs + lane) * nx.TRIT_BITS
                 trit = tile.trits[bit:bit + nx.TRIT_BITS]
+                nonzero, negative = trit[_NONZERO_BIT], trit[_NEGATIVE_BIT]
                 term = Signal(signed(code_bits), name=f"term_{row}_{lane}")
-                selected = Mux(trit[_NEGATIVE_BIT], negated[lane], tile.codes[lane])
+                minus = Signal(signed(2), name=f"minus_{row}_{lane}")
                 with m.If(advance):
-                    m.d.sync += term.eq(Mux(trit[_NONZERO_BIT], selected, 0))
+                    m.d.sync += [
+                        term.eq(Mux(nonzero, tile.codes[lane] ^ negative.replicate(code_bits), 0)),
+                        minus.eq(nonzero & negative),
+                    ]
                 row_terms.append(term)
+                row_minus.append(minus)
             terms.append(row_terms)
+            minus_ones.append(row_minus)
 
         first, last, valid = self._delay(m, advance, tile.first, tile.last, tile_valid, name="select")
 
         # Adder tree: one level per register stage. An odd operand out is only delayed.
-        sums = [self._adder_tree(m, advance, row_terms, row) for row, row_terms in enumerate(terms)]
+        sums = [self._adder_tree(m, advance, row_terms, f"sum_{row}") for row, row_terms in enumerate(terms)]
+        counts = [self._adder_tree(m, advance, row_minus, f"minus_{row}") for row, row_minus in enumerate(minus_ones)]
         for level in range(self.tree_levels):
             first, last, valid = self._delay(m, advance, first, last, valid, name=f"level_{level}")
 
@@ -225,7 +236,7 @@ class TernaryEngine(wiring.Component):
         accs = [Signal(acc_shape, name=f"acc_{row}") for row in range(rows)]
         totals = Signal(data.ArrayLayout(acc_shape, rows))
         for row in range(rows):
-            m.d.comb += totals[row].eq(Mux(first, 0, accs[row]) + sums[row])
+            m.d.comb += totals[row].eq(Mux(first, 0, accs[row]) + sums[row] + counts[row])
         with m.If(advance & valid):
             m.d.sync += [accs[row].eq(totals[row]) for row in range(rows)]
 
@@ -240,7 +251,7 @@ class TernaryEngine(wiring.Component):
             m.d.sync += [reg.eq(value) for reg, value in zip(delayed, values)]
         return delayed
 
-    def _adder_tree(self, m, advance, operands, row):
+    def _adder_tree(self, m, advance, operands, name):
         """Sum ``operands`` with a registered binary tree and return the sum signal."""
         level = 0
         while len(operands) > 1:
@@ -248,7 +259,7 @@ class TernaryEngine(wiring.Component):
             for index in range(0, len(operands), 2):
                 pair = operands[index:index + 2]
                 width = max(len(operand) for operand in pair) + (len(pair) - 1)
-                node = Signal(signed(width), name=f"sum_{row}_{level}_{index // 2}")
+                node = Signal(signed(width), name=f"{name}_{level}_{index // 2}")
                 with m.If(advance):
                     m.d.sync += node.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
                 reduced.append(node)

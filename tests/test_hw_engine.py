@@ -145,6 +145,19 @@ def test_engine_single_tile_groups_stalled():
     np.testing.assert_array_equal(got, expected)
 
 
+def test_engine_minus_one_trits_exact():
+    # Every -1 trit needs its row's correction count. A code of -128 lies
+    # outside the symmetric codes, and its products are exact too.
+    engine = TernaryEngine(4, 8, max_fan_in=16, acc_bits=16)
+    rng = np.random.default_rng(5)
+    minus = -np.ones((4, 16), dtype=np.int64)
+    groups = [(minus, np.full(16, -128)), (minus, np.full(16, 127)), (minus, rng.integers(-128, 128, 16)),
+              (rng.choice([-1, 1], (4, 16)), np.full(16, -128))]
+    got, expected = run_engine(engine, groups)
+    assert (expected[0] == 16 * 128).all()
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("rows, inputs", SHAPES)
 def test_engine_zero_trits(rows, inputs):
     engine = TernaryEngine(rows, inputs, max_fan_in=2 * inputs)
