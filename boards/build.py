@@ -282,7 +282,7 @@ def _write_summary(build_dir, summary):
         file.write("\n")
 
 
-def build_board(top, build_dir, *, seed=1, tools=None):
+def build_board(top, build_dir, *, seed=1, tools=None, nextpnr_args=()):
     """Build ``top`` (a BoardTop) in ``build_dir`` and return the summary dict.
 
     Writes ``build_summary.json`` next to the bitstream. A design that misses
@@ -304,7 +304,7 @@ def build_board(top, build_dir, *, seed=1, tools=None):
     platform = top.create_platform()
     plan = platform.prepare(top, name=NAME,
                             nextpnr_opts=["--seed", str(seed), "--timing-allow-fail", "--router", "router2",
-                                          "--report", f"{NAME}.report.json"])
+                                          "--report", f"{NAME}.report.json", *nextpnr_args])
     plan.extract(build_dir)
     logger.info("elaboration: done in %.0f s, build plan in %s", time.monotonic() - start, build_dir)
 
@@ -386,6 +386,9 @@ def _parse_arguments(argv):
                         help="serial link bit rate in bit/s (default: the board's)")
     parser.add_argument("--seed", type=int, default=1,
                         help="nextpnr placement seed (default: %(default)s)")
+    parser.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
+                        help="pass ARG to nextpnr-ecp5 as well. Repeat the option for more arguments, and write "
+                             "--nextpnr-arg=--flag for an ARG that starts with a dash")
     parser.add_argument("--output", type=pathlib.Path, default=None,
                         help="build directory (default: build/boards/<board>-<config>)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -412,7 +415,7 @@ def main(argv=None):
     build_dir = arguments.output or default_build_dir(arguments.board, arguments.config)
 
     try:
-        summary = build_board(top, build_dir, seed=arguments.seed)
+        summary = build_board(top, build_dir, seed=arguments.seed, nextpnr_args=arguments.nextpnr_arg)
     except BuildError as error:
         logger.error("%s", error)
         if error.summary is not None:
