@@ -15,7 +15,7 @@ from amaranth.utils import bits_for, ceil_log2
 
 from golden import numerics as nx
 
-from .engine import TernaryEngine, check_positive_int, resolve_acc_bits, tile_layout
+from .engine import TernaryEngine, check_positive_int, resolve_acc_bits
 from .weights import WeightMemory
 
 __all__ = ["MatVec", "CodeWriteSignature"]
@@ -59,7 +59,7 @@ class MatVec(wiring.Component):
     with no gap between row groups, and the weight memory and the engine take
     one tile per cycle, so a projection streams ``row_groups * col_tiles`` tiles
     in as many cycles. Without output backpressure the beat of the last row
-    group is valid ``row_groups * col_tiles + ceil_log2(inputs) + 5`` cycles
+    group is valid ``row_groups * col_tiles + ceil_log2(inputs) + 4`` cycles
     after the cycle in which the command is transferred. Output backpressure
     stalls the whole pipeline.
 
@@ -121,14 +121,7 @@ class MatVec(wiring.Component):
         resolve_acc_bits(max_fan_in, acc_bits)
 
         self._engine = TernaryEngine(rows, inputs, max_fan_in=max_fan_in, acc_bits=acc_bits)
-        # The codes and tile flags travel with the weight words through the weight memory's read pipeline.
-        self._side_layout = data.StructLayout({
-            "codes": tile_layout(rows, inputs)["codes"].shape,
-            "first": 1,
-            "last": 1,
-        })
-        self._weights = WeightMemory(rows, inputs, weight_depth, row_trits=weight_row_trits,
-                                     side_width=self._side_layout.size)
+        self._weights = WeightMemory(rows, inputs, weight_depth, row_trits=weight_row_trits)
         self._rows = rows
         self._inputs = inputs
         self._weight_depth = weight_depth
@@ -243,26 +236,17 @@ class MatVec(wiring.Component):
             with m.Else():
                 m.d.sync += [tile.eq(tile + 1), code_addr.eq(code_addr + 1)]
 
-        # The tile flags load on the read-address transfer and hold while the
-        # word waits in the weight memory's first stage, as the code buffer's
-        # read data does. Both then travel with the word.
+        # The tile flags follow the read data. They load on the same transfer and hold while it waits.
         first_flag = Signal()
         last_flag = Signal()
         with m.If(read_accept):
             m.d.sync += [first_flag.eq(first_tile), last_flag.eq(last_tile)]
-        side_in = Signal(self._side_layout)
-        side_out = Signal(self._side_layout)
         m.d.comb += [
-            side_in.codes.eq(code_read.data),
-            side_in.first.eq(first_flag),
-            side_in.last.eq(last_flag),
-            weights.read_side_in.eq(side_in),
-            side_out.eq(weights.read_side_out),
             engine.tiles.valid.eq(weights.read_data.valid),
             engine.tiles.payload.trits.eq(weights.read_data.payload),
-            engine.tiles.payload.codes.eq(side_out.codes),
-            engine.tiles.payload.first.eq(side_out.first),
-            engine.tiles.payload.last.eq(side_out.last),
+            engine.tiles.payload.codes.eq(code_read.data),
+            engine.tiles.payload.first.eq(first_flag),
+            engine.tiles.payload.last.eq(last_flag),
             weights.read_data.ready.eq(engine.tiles.ready),
         ]
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
@@ -84,19 +84,11 @@ class WeightMemory(wiring.Component):
     two bits a trit fill 64 of 72 bits, 36-trit rows fill all 72.
 
     Read side: each address accepted on ``read_addr`` reads word ``addr`` of all
-    R banks, and the R words appear on ``read_data`` two cycles later, bank
+    R banks, and the R words appear on ``read_data`` one cycle later, bank
     ``r`` at bits ``[r*2K, (r+1)*2K)`` (the engine's ``trits`` layout). One read
-    per cycle, in any order. The read is a two-stage pipeline: the block RAM
-    outputs, then a register of the rows they read, so that each block RAM
-    output drives one flip-flop and the shifter starts from flip-flops.
-    ``read_addr.ready`` is low only while both stages are full and
-    ``read_data.ready`` is low, a combinational path from the downstream ready.
-    Addresses at or above ``depth`` read undefined data.
-
-    ``read_side_in`` travels with the words: it is sampled when a word moves
-    from the first stage to the second, and comes out on ``read_side_out``
-    with that word. A sync read port whose enable is the ``read_addr``
-    transfer, or a register loaded then, has the right timing for it.
+    per cycle, in any order. ``read_addr.ready`` is ``~read_data.valid | read_data.ready``,
+    a combinational path from the downstream ready. Addresses at or above
+    ``depth`` read undefined data.
 
     Load side: a beat on ``load_start`` starts a load at the row address in
     its payload, and ``load_rows`` at that transfer sets the number of bank
@@ -135,8 +127,6 @@ class WeightMemory(wiring.Component):
         Words per bank.
     row_trits : int or None
         T, the trits per memory row, at least K; ``None`` means K.
-    side_width : int
-        Width of ``read_side_in`` and ``read_side_out``, 0 by default.
 
     Members
     -------
@@ -144,9 +134,6 @@ class WeightMemory(wiring.Component):
         Word addresses to read.
     read_data : ``Out(stream.Signature(rows * inputs * 2))``
         The R bank words of each address.
-    read_side_in : ``In(side_width)``
-    read_side_out : ``Out(side_width)``
-        Data that travels with each word, as described above.
     load_start : ``In(stream.Signature(row_addr_width))``
         Row address at which a load begins.
     load_rows : ``In(load_rows_width)``
@@ -154,14 +141,12 @@ class WeightMemory(wiring.Component):
     load_data : ``In(stream.Signature(8))``
         Base-3 packed trit bytes in linear order.
     load_busy : ``Out(1)``
-        A byte is being decoded, or a complete row has not been written yet.
-        Rows reach their bank through a chain of registers, one per bank, so
-        the last row is written up to R cycles after it is complete.
+        A byte is being decoded or a complete row is waiting to be written.
     load_error : ``Out(1)``
         An invalid byte or a write past ``row_depth`` since the last ``load_start``.
     """
 
-    def __init__(self, rows, inputs, depth, *, row_trits=None, side_width=0):
+    def __init__(self, rows, inputs, depth, *, row_trits=None):
         check_positive_int("rows", rows)
         check_positive_int("inputs", inputs)
         check_positive_int("depth", depth)
@@ -170,8 +155,6 @@ class WeightMemory(wiring.Component):
         check_positive_int("row_trits", row_trits)
         if row_trits < inputs:
             raise ValueError(f"`row_trits` must be at least `inputs` ({inputs}), not {row_trits}")
-        if not isinstance(side_width, int) or isinstance(side_width, bool) or side_width < 0:
-            raise ValueError(f"`side_width` must be a non-negative integer, not {side_width!r}")
         self._rows = rows
         self._inputs = inputs
         self._depth = depth
@@ -179,8 +162,6 @@ class WeightMemory(wiring.Component):
         super().__init__({
             "read_addr": In(stream.Signature(self.addr_width)),
             "read_data": Out(stream.Signature(self.word_bits * rows)),
-            "read_side_in": In(side_width),
-            "read_side_out": Out(side_width),
             "load_start": In(stream.Signature(self.row_addr_width)),
             "load_rows": In(self.load_rows_width),
             "load_data": In(stream.Signature(8)),
@@ -284,22 +265,13 @@ class WeightMemory(wiring.Component):
 
     def _elaborate_read(self, m, banks):
         K, T, trit_bits = self._inputs, self._row_trits, nx.TRIT_BITS
-        # Stage A is the block RAM output, which holds while its read enable
-        # is low. Stage B registers it, and `advance` moves A into B.
         accept = Signal()
-        advance = Signal()
-        valid_a = Signal()
         m.d.comb += [
-            advance.eq(valid_a & (~self.read_data.valid | self.read_data.ready)),
-            self.read_addr.ready.eq(~valid_a | advance),
+            self.read_addr.ready.eq(~self.read_data.valid | self.read_data.ready),
             accept.eq(self.read_addr.valid & self.read_addr.ready),
         ]
         with m.If(accept):
-            m.d.sync += valid_a.eq(1)
-        with m.Elif(advance):
-            m.d.sync += valid_a.eq(0)
-        with m.If(advance):
-            m.d.sync += [self.read_data.valid.eq(1), self.read_side_out.eq(self.read_side_in)]
+            m.d.sync += self.read_data.valid.eq(1)
         with m.Elif(self.read_data.ready):
             m.d.sync += self.read_data.valid.eq(0)
 
@@ -308,14 +280,11 @@ class WeightMemory(wiring.Component):
             for index, bank in enumerate(banks):
                 port = bank["all"].read_port()
                 low = index * self.word_bits
-                word = Signal(self.word_bits, name=f"word_{index}")
                 m.d.comb += [
                     port.addr.eq(row),
                     port.en.eq(accept),
-                    self.read_data.payload[low:low + self.word_bits].eq(word),
+                    self.read_data.payload[low:low + self.word_bits].eq(port.data[:self.word_bits]),
                 ]
-                with m.If(advance):
-                    m.d.sync += word.eq(port.data[:self.word_bits])
             return
 
         # Rows q and q + 1: the even one is at (q + 1) // 2 of the even memory, the
@@ -323,28 +292,20 @@ class WeightMemory(wiring.Component):
         # trits [offset, offset + K) of row q followed by row q + 1. Offsets are
         # multiples of gcd(K, T), so the shifter has T / gcd(K, T) positions.
         step = math.gcd(K, T)
-        odd_first_a = Signal()
-        place_a = Signal(range(T // step))
-        with m.If(accept):
-            m.d.sync += [odd_first_a.eq(row[0]), place_a.eq(offset // step)]
         odd_first = Signal()
-        place = Signal.like(place_a)
-        with m.If(advance):
-            m.d.sync += [odd_first.eq(odd_first_a), place.eq(place_a)]
+        place = Signal(range(T // step))
+        with m.If(accept):
+            m.d.sync += [odd_first.eq(row[0]), place.eq(offset // step)]
         for index, bank in enumerate(banks):
             even, odd = bank["even"].read_port(), bank["odd"].read_port()
-            even_row = Signal(self.row_bits, name=f"even_row_{index}")
-            odd_row = Signal(self.row_bits, name=f"odd_row_{index}")
             m.d.comb += [
                 even.addr.eq((row + 1) >> 1),
                 odd.addr.eq(row >> 1),
                 even.en.eq(accept),
                 odd.en.eq(accept),
             ]
-            with m.If(advance):
-                m.d.sync += [even_row.eq(even.data), odd_row.eq(odd.data)]
             pair = Signal(2 * self.row_bits)
-            m.d.comb += pair.eq(Mux(odd_first, Cat(odd_row, even_row), Cat(even_row, odd_row)))
+            m.d.comb += pair.eq(Mux(odd_first, Cat(odd.data, even.data), Cat(even.data, odd.data)))
             low = index * self.word_bits
             word = self.read_data.payload[low:low + self.word_bits]
             with m.Switch(place):
@@ -356,9 +317,6 @@ class WeightMemory(wiring.Component):
     def _elaborate_load(self, m, banks):
         T, trit_bits = self._row_trits, nx.TRIT_BITS
         write_ports = [{half: memory.write_port() for half, memory in bank.items()} for bank in banks]
-
-        # A row is on its way down the write chain (below).
-        in_flight = Signal()
 
         # Decoder register: the five trits of one byte, in the on-chip encoding.
         decoded = Signal(TRITS_PER_BYTE * trit_bits)
@@ -385,7 +343,7 @@ class WeightMemory(wiring.Component):
             pending_after_write.eq(Mux(row_ready, pending >> (T * trit_bits), pending)),
             fill_after_write.eq(Mux(row_ready, fill - T, fill)),
             decoded_taken.eq(decoded_valid & (fill_after_write < T)),
-            self.load_busy.eq(decoded_valid | row_ready | in_flight),
+            self.load_busy.eq(decoded_valid | row_ready),
             self.load_start.ready.eq(~self.load_busy),
             # A waiting start stops new bytes, so the bytes before it drain first.
             self.load_data.ready.eq(~self.load_start.valid & (~decoded_valid | decoded_taken)),
@@ -416,37 +374,14 @@ class WeightMemory(wiring.Component):
             write.eq(row_ready & (~limited | (remaining != 0))),
             in_range.eq(row < self.row_depth),
         ]
-        # Each row goes down a chain of registers, one stage per bank, and is
-        # written at the stage of its bank. So every stage drives the write
-        # ports of one bank only, nearby, instead of one bus to all banks.
-        half_addr_bits = len(row) - 1 if self.split else len(row)
-        stage_layout = data.StructLayout({
-            "valid": 1, "bank": range(self._rows), "odd": 1, "addr": half_addr_bits, "data": T * trit_bits,
-        })
-        stages = [Signal(stage_layout, name=f"write_stage_{index}") for index in range(self._rows)]
-        entry = Signal(stage_layout)
-        m.d.comb += [
-            entry.valid.eq(write & in_range),
-            entry.bank.eq(bank),
-            entry.odd.eq(row[0] if self.split else 0),
-            entry.addr.eq(row >> 1 if self.split else row),
-            entry.data.eq(pending[:T * trit_bits]),
-        ]
-        m.d.sync += stages[0].eq(entry)
-        for earlier, later in zip(stages, stages[1:]):
-            m.d.sync += later.eq(earlier)
-        for index, (ports, stage) in enumerate(zip(write_ports, stages)):
+        for index, ports in enumerate(write_ports):
             for half, port in ports.items():
-                selected = stage.valid & (stage.bank == index)
-                if self.split:
-                    selected &= stage.odd == (half == "odd")
+                selected = (bank == index) & (row[0] == (half == "odd")) if self.split else bank == index
                 m.d.comb += [
-                    port.addr.eq(stage.addr),
-                    port.data.eq(stage.data),
-                    port.en.eq(selected),
+                    port.addr.eq(row >> 1 if self.split else row),
+                    port.data.eq(pending[:T * trit_bits]),
+                    port.en.eq(write & in_range & selected),
                 ]
-        m.d.comb += in_flight.eq(Cat(stage.valid for stage in stages).any())
-
         with m.If(write):
             with m.If(limited):
                 m.d.sync += remaining.eq(remaining - 1)

@@ -177,7 +177,7 @@ def read_every_cycle(memory, count, load_rows, data):
         await load(ctx, memory, 0, load_rows, data)
         ctx.set(memory.read_data.ready, 1)
         ctx.set(memory.read_addr.valid, 1)
-        for cycle in range(count + 4):
+        for cycle in range(count + 3):
             if cycle < count:
                 ctx.set(memory.read_addr.payload, cycle)
             else:
@@ -200,7 +200,7 @@ def test_weights_read_one_per_cycle():
     memory = WeightMemory(rows, inputs, 8)
     expected = expected_words(sequence, rows, inputs)
     valid_cycles, payloads = read_every_cycle(memory, len(expected), len(expected) * rows, pack_trits(sequence))
-    assert valid_cycles == [cycle + 2 for cycle in range(len(expected))]
+    assert valid_cycles == [cycle + 1 for cycle in range(len(expected))]
     assert payloads == expected
 
 
@@ -361,7 +361,7 @@ def test_weights_straddling_read_one_per_cycle():
     memory = WeightMemory(rows, inputs, len(words), row_trits=row_trits)
     data = pack_trits(weight_rows(words, row_trits).ravel())
     valid_cycles, payloads = read_every_cycle(memory, len(words), 0, data)
-    assert valid_cycles == [cycle + 2 for cycle in range(len(words))]
+    assert valid_cycles == [cycle + 1 for cycle in range(len(words))]
     assert payloads == [encode_trits(word) for word in words]
 
 
