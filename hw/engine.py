@@ -190,10 +190,7 @@ class TernaryEngine(wiring.Component):
         ]
 
         # Input register: isolates the engine from the weight memory's read data.
-        # The data registers have no reset: the valid flags, which do, decide
-        # whether their contents are used. That keeps the reset net off most
-        # of the engine's flip-flops.
-        tile = Signal(tile_layout(rows, inputs, code_bits), reset_less=True)
+        tile = Signal(tile_layout(rows, inputs, code_bits))
         tile_valid = Signal()
         with m.If(advance):
             m.d.sync += [
@@ -214,8 +211,8 @@ class TernaryEngine(wiring.Component):
                 bit = (row * inputs + lane) * nx.TRIT_BITS
                 trit = tile.trits[bit:bit + nx.TRIT_BITS]
                 nonzero, negative = trit[_NONZERO_BIT], trit[_NEGATIVE_BIT]
-                term = Signal(signed(code_bits), name=f"term_{row}_{lane}", reset_less=True)
-                minus = Signal(signed(2), name=f"minus_{row}_{lane}", reset_less=True)
+                term = Signal(signed(code_bits), name=f"term_{row}_{lane}")
+                minus = Signal(signed(2), name=f"minus_{row}_{lane}")
                 with m.If(advance):
                     m.d.sync += [
                         term.eq(Mux(nonzero, tile.codes[lane] ^ negative.replicate(code_bits), 0)),
@@ -236,7 +233,7 @@ class TernaryEngine(wiring.Component):
 
         # Accumulate. The totals of a `last` tile go to the output register or the skid buffer.
         acc_shape = signed(self._acc_bits)
-        accs = [Signal(acc_shape, name=f"acc_{row}", reset_less=True) for row in range(rows)]
+        accs = [Signal(acc_shape, name=f"acc_{row}") for row in range(rows)]
         totals = Signal(data.ArrayLayout(acc_shape, rows))
         for row in range(rows):
             m.d.comb += totals[row].eq(Mux(first, 0, accs[row]) + sums[row] + counts[row])
@@ -262,7 +259,7 @@ class TernaryEngine(wiring.Component):
             for index in range(0, len(operands), 2):
                 pair = operands[index:index + 2]
                 width = max(len(operand) for operand in pair) + (len(pair) - 1)
-                node = Signal(signed(width), name=f"{name}_{level}_{index // 2}", reset_less=True)
+                node = Signal(signed(width), name=f"{name}_{level}_{index // 2}")
                 with m.If(advance):
                     m.d.sync += node.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
                 reduced.append(node)
