@@ -87,9 +87,10 @@ class TernaryEngine(wiring.Component):
     Structure: an input register, then a select stage, where a trit picks
     its code, the code's one's complement (``-c - 1``) or zero. Then each row
     has one adder-tree level per register stage. Beside it, a tree of the same
-    depth counts the row's -1 trits, the ones that the complements lack.
-    Last come the accumulators, which add both sums to the row's total and
-    also load the output register. Only the K codes are sent to all R rows.
+    depth counts the row's -1 trits, because each complement is one less than
+    the negation. Last come the accumulators, which add both sums to the
+    row's total and also load the output register. Only the K codes are sent
+    to all R rows.
 
     Latency: ``ceil_log2(inputs) + 3`` cycles from the cycle in which the
     ``last`` tile is transferred to the cycle in which its accumulators are
@@ -206,28 +207,30 @@ class TernaryEngine(wiring.Component):
         minus_ones = []
         for row in range(rows):
             row_terms = []
-            row_minus = []
+            row_minus_ones = []
             for lane in range(inputs):
                 bit = (row * inputs + lane) * nx.TRIT_BITS
                 trit = tile.trits[bit:bit + nx.TRIT_BITS]
                 nonzero, negative = trit[_NONZERO_BIT], trit[_NEGATIVE_BIT]
                 term = Signal(signed(code_bits), name=f"term_{row}_{lane}")
-                minus = Signal(signed(2), name=f"minus_{row}_{lane}")
+                # Signed, as the adder tree's operands are.
+                minus_one = Signal(signed(2), name=f"minus_one_{row}_{lane}")
                 with m.If(advance):
                     m.d.sync += [
                         term.eq(Mux(nonzero, tile.codes[lane] ^ negative.replicate(code_bits), 0)),
-                        minus.eq(nonzero & negative),
+                        minus_one.eq(nonzero & negative),
                     ]
                 row_terms.append(term)
-                row_minus.append(minus)
+                row_minus_ones.append(minus_one)
             terms.append(row_terms)
-            minus_ones.append(row_minus)
+            minus_ones.append(row_minus_ones)
 
         first, last, valid = self._delay(m, advance, tile.first, tile.last, tile_valid, name="select")
 
         # Adder tree: one level per register stage. An odd operand out is only delayed.
         sums = [self._adder_tree(m, advance, row_terms, f"sum_{row}") for row, row_terms in enumerate(terms)]
-        counts = [self._adder_tree(m, advance, row_minus, f"minus_{row}") for row, row_minus in enumerate(minus_ones)]
+        minus_counts = [self._adder_tree(m, advance, row_minus_ones, f"minus_count_{row}")
+                        for row, row_minus_ones in enumerate(minus_ones)]
         for level in range(self.tree_levels):
             first, last, valid = self._delay(m, advance, first, last, valid, name=f"level_{level}")
 
@@ -236,7 +239,7 @@ class TernaryEngine(wiring.Component):
         accs = [Signal(acc_shape, name=f"acc_{row}") for row in range(rows)]
         totals = Signal(data.ArrayLayout(acc_shape, rows))
         for row in range(rows):
-            m.d.comb += totals[row].eq(Mux(first, 0, accs[row]) + sums[row] + counts[row])
+            m.d.comb += totals[row].eq(Mux(first, 0, accs[row]) + sums[row] + minus_counts[row])
         with m.If(advance & valid):
             m.d.sync += [accs[row].eq(totals[row]) for row in range(rows)]
 
