@@ -64,6 +64,9 @@ RESOURCES = [
 
 NAME = "top"
 
+# nextpnr options that build_board sets; extra arguments may not repeat them.
+NEXTPNR_FIXED_OPTIONS = ("--seed", "--router", "--report")
+
 
 class BuildError(Exception):
     """A build step failed; the message names the step and the log to read.
@@ -291,6 +294,10 @@ def build_board(top, build_dir, *, seed=1, tools=None, nextpnr_args=()):
     it counted the resources, as it does for a design that does not fit, the
     error carries a summary without clocks, which is written too.
     """
+    for argument in nextpnr_args:
+        if argument.split("=", 1)[0] in NEXTPNR_FIXED_OPTIONS:
+            raise ValueError(f"nextpnr argument {argument!r} repeats an option that the build sets itself "
+                             f"({', '.join(NEXTPNR_FIXED_OPTIONS)}); give the seed with --seed instead")
     build_dir = pathlib.Path(build_dir)
     tools = find_tools() if tools is None else tools
     env = tool_environment(tools)
@@ -416,6 +423,9 @@ def main(argv=None):
 
     try:
         summary = build_board(top, build_dir, seed=arguments.seed, nextpnr_args=arguments.nextpnr_arg)
+    except ValueError as error:
+        logger.error("%s", error)
+        return 2
     except BuildError as error:
         logger.error("%s", error)
         if error.summary is not None:

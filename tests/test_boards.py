@@ -469,6 +469,19 @@ def test_build_table_marks_overuse():
     assert "not placed and routed" in table
 
 
+@pytest.mark.parametrize("arguments", [["--seed", "3"], ["--seed=3"], ["--router=router1"]])
+def test_build_rejects_repeated_nextpnr_options(tmp_path, arguments):
+    from boards.build import build_board, main
+
+    top = BoardTop("ulx3s-85f", TINY_CORE, clock_hz=45_000_000)
+    with pytest.raises(ValueError, match=r"repeats an option that the build sets itself"):
+        build_board(top, tmp_path, nextpnr_args=arguments)
+    assert not any(tmp_path.iterdir())
+    argv = ["--board", "ulx3s-85f", "--config", "small", "--output", str(tmp_path)]
+    assert main(argv + [f"--nextpnr-arg={argument}" for argument in arguments]) == 2
+    assert not any(tmp_path.iterdir())
+
+
 def test_build_phase_error_names_log_line(tmp_path):
     # A stand-in for nextpnr that writes its log and fails, as on a design that does not fit.
     tool = tmp_path / "fake-nextpnr"
