@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m boards.build --board ulx3s-85f --config bundled [--clock-mhz 100] [--seed N]
+    python -m boards.build --board ulx3s-85f --config bundled [--clock-mhz 30] [--seed N]
 
 The build elaborates :class:`boards.top.BoardTop`, writes Amaranth's build
 plan for the board's platform to ``build/boards/<board>-<config>/`` and runs
@@ -388,7 +388,7 @@ def _parse_arguments(argv):
     parser.add_argument("--config", required=True, choices=sorted(CONFIGS),
                         help="core configuration from hw/configs.py")
     parser.add_argument("--clock-mhz", type=float, default=None,
-                        help="accelerator clock target in MHz (default: the board's, 100 MHz)")
+                        help="accelerator clock target in MHz (default: the board's, 30 MHz)")
     parser.add_argument("--baud", type=int, default=None,
                         help="serial link bit rate in bit/s (default: the board's)")
     parser.add_argument("--seed", type=int, default=1,

@@ -43,12 +43,20 @@ BUSY_LED_HOLD_S = 0.05
 # boards have an FT2232-family bridge (USB id 0403:6010 in amaranth-boards'
 # OpenOCD files, and the ft2232 cable for the ECPIX-5). FTDI's AN_120, as
 # quoted in a Stack Overflow answer (question 76130485), gives up to 12 Mbaud
-# for the FT2232H, with 8 Mbaud the next rate down. From a 100 MHz clock those
-# need 8.33 and 12.5 cycles per bit, 4 % off after rounding, whereas 3 Mbaud
-# needs 33.3 cycles, 1 % off, and is the same rate on every board.
+# for the FT2232H, with 8 Mbaud the next rate down. From the 30 MHz default
+# clock below those need 2.5 and 3.75 cycles per bit, whereas 3 Mbaud needs
+# exactly 10, and it is the same rate on every board.
 # NOTE: no board has run the link at 3 Mbaud on hardware yet.
 _FT231X_BAUD = 3_000_000
 _FT2232_BAUD = 3_000_000
+
+# Default accelerator clock of every board. The bundled core closed timing
+# at 30 MHz on the ULX3S-85F (speed grade 6), where nextpnr gave an Fmax of
+# 39.6 MHz. From the ULX3S's 25 MHz input the PLL's input divider is at most
+# 8, because the phase detector needs at least 3.125 MHz. So the clocks with
+# a whole number of cycles per 3 Mbaud bit are multiples of 15 MHz, and the
+# next one, 45 MHz, is above that Fmax.
+_CLOCK_HZ = 30_000_000
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ BOARDS = {board.name: board for board in [
         platform=ULX3S_85F_Platform,
         bridge="FT231X",
         baud=_FT231X_BAUD,
-        clock_hz=100_000_000,
+        clock_hz=_CLOCK_HZ,
         # The PWR button (D6) is a PinsN resource in amaranth_boards.ulx3s,
         # so it reads as 1 while pressed.
         reset=("button_pwr", 0),
@@ -89,7 +97,7 @@ BOARDS = {board.name: board for board in [
         platform=ECPIX585Platform,
         bridge="FT2232 family",
         baud=_FT2232_BAUD,
-        clock_hz=100_000_000,
+        clock_hz=_CLOCK_HZ,
         reset=("rst", 0),
         leds={"idle": ("rgb_led", 0, "g"), "busy": ("rgb_led", 1, "b"), "error": ("rgb_led", 2, "r")},
         loader_args=("-b", "ecpix5"),
@@ -99,7 +107,7 @@ BOARDS = {board.name: board for board in [
         platform=VersaECP5Platform,
         bridge="FT2232 family",
         baud=_FT2232_BAUD,
-        clock_hz=100_000_000,
+        clock_hz=_CLOCK_HZ,
         reset=("rst", 0),
         leds={"idle": ("led", 0), "busy": ("led", 1), "error": ("led", 7)},
         # openFPGALoader 1.1.1 has no Versa board entry; its JTAG is on the
@@ -112,7 +120,7 @@ BOARDS = {board.name: board for board in [
         platform=ECP55GEVNPlatform,
         bridge="FT2232 family",
         baud=_FT2232_BAUD,
-        clock_hz=100_000_000,
+        clock_hz=_CLOCK_HZ,
         reset=("rst", 0),
         leds={"idle": ("led", 0), "busy": ("led", 1), "error": ("led", 7)},
         loader_args=("-b", "ecp5_evn"),

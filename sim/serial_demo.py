@@ -7,8 +7,8 @@ serial pins. The command loads the model over the simulated serial link,
 streams the generated text and compares every token with the integer golden
 model. The bench also compares the whole output with the golden model's.
 
-The serial lines run at ``SIM_DIVISOR`` clock cycles per bit, where a board
-at 100 MHz and 3 Mbit/s has 33, so the simulation spends fewer cycles per byte.
+The serial lines run at ``SIM_DIVISOR`` clock cycles per bit, as on a board at
+its default 30 MHz and 3 Mbit/s.
 """
 
 import argparse

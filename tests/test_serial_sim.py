@@ -3,9 +3,9 @@
 The test builds (or reuses, from build/sim) the Verilator model of the
 serial design of the `small` core and runs `mmfree run --check` on a
 pseudo-terminal bridged to its UART pins (sim.tb_serial). The command loads a
-random model of 256 byte tokens over the simulated serial link, at 8 clock
-cycles per bit, and compares every token with the integer golden model. The
-bench checks the command's exit status and its whole output. The run takes
+random model of 256 byte tokens over the simulated serial link, at a
+board's 10 clock cycles per bit, and compares every token with the integer
+golden model. The bench checks the command's exit status and its whole output. The run takes
 about 30 s on 2 cores, after a build of about 2 minutes.
 """
 
