@@ -35,7 +35,8 @@ from .matvec import CodeWriteSignature
 from .scalar import ScalarOp, ScalarUnit
 from .sequencer import instruction_layout
 
-__all__ = ["VectorUnit", "HOST_ELEMENT_BYTES", "HostWriteSignature", "HostReadSignature"]
+__all__ = ["VectorUnit", "HOST_ELEMENT_BYTES", "HostWriteSignature", "HostReadSignature", "accumulator_word_lanes",
+           "ACC_WRITE_CYCLES_PER_BEAT"]
 
 # Bytes per element of each memory that the host port reaches. ACCUMULATORS
 # is read only; each accumulator reads as an int32, sign-extended.
@@ -67,6 +68,25 @@ HostReadSignature = wiring.Signature({
 CONST_FIELD_BITS = nx.NORM_BITS
 CONST_FIELDS = 1 + SLOTS
 SCALAR_EXPONENT_STORED_BITS = 16
+
+
+# MATVEC's accumulator writer stores a beat of R accumulators in at most this
+# many cycles (when R allows), so it keeps up with the engine on every
+# projection of at least this many column tiles. The bundled model's
+# smallest projections have H / K = 4.
+ACC_WRITE_CYCLES_PER_BEAT = 4
+
+
+def accumulator_word_lanes(core: CoreParams):
+    """Return the accumulators per ACC memory word: P times a power of two that divides R.
+
+    It is the smallest such width that writes a beat of R accumulators in
+    at most :data:`ACC_WRITE_CYCLES_PER_BEAT` cycles, or R.
+    """
+    width = core.vector_lanes
+    while core.rows // width > ACC_WRITE_CYCLES_PER_BEAT and core.rows % (2 * width) == 0:
+        width *= 2
+    return width
 
 
 def _control_layout(lanes):
@@ -288,6 +308,10 @@ class _ArgMaxReducer(wiring.Component):
         return m
 
 
+# The read ports of the ACC memory.
+ACC_READS = ("acc_a", "acc_b")
+
+
 class VectorUnit(wiring.Component):
     """Element-wise passes, output scales and the accumulator writer, with the memories they use.
 
@@ -333,7 +357,7 @@ class VectorUnit(wiring.Component):
     RESID     ``G + A + 8``
     ARGMAX    ``G + 6``
     SCALE     ``3 * U + 3``
-    MATVEC    ``row_groups * R / P + 6``
+    MATVEC    ``row_groups * R / W + 6``
     ========  ============================
 
     GATES assumes L >= S + 2 for the latency S of :class:`~hw.arith.Sigma`,
@@ -345,9 +369,11 @@ class VectorUnit(wiring.Component):
 
     MATVEC: after ``start`` the unit accepts ``row_groups`` beats on
     ``results`` and writes each beat's R accumulators to ACC at element
-    ``acc_dst + row_group * R``, P per cycle, so a beat takes R / P cycles;
+    ``acc_dst + row_group * R``, one ACC word of W accumulators per cycle
+    (:attr:`acc_lanes`, a multiple of P), so a beat takes R / W cycles;
     ``ready`` is low while a beat is being written, except in its last
-    cycle. The absmax of everything written goes to ``dst_max``.
+    cycle. The absmax of everything written goes to ``dst_max``. ``acc_dst``
+    must be a multiple of W; the model layout makes it a multiple of R.
 
     Host access (only while no instruction or state reset runs): a write
     stores one byte of a target's memory in the cycle it is presented. A read
@@ -436,7 +462,10 @@ class VectorUnit(wiring.Component):
                                  f"{sizes['scalars']}; build the core with maxima that fit the model")
 
         self._vec = Memory(shape=data.ArrayLayout(signed(nx.ACT_BITS), lanes), depth=words(sizes["vec"]), init=[])
-        self._acc = Memory(shape=data.ArrayLayout(signed(self._acc_bits), lanes), depth=words(sizes["acc"]),
+        self._acc_lanes = acc_lanes = accumulator_word_lanes(core)
+        self._acc_ratio_bits = exact_log2(acc_lanes // lanes)
+        self._acc = Memory(shape=data.ArrayLayout(signed(self._acc_bits), acc_lanes),
+                           depth=max(1, -(-sizes["acc"] // acc_lanes)),
                            init=[])
         self._state = Memory(shape=unsigned(nx.ACT_BITS * lanes), depth=words(sizes["state"]), init=[])
         self._const = Memory(shape=unsigned(const_element_bits * lanes), depth=words(sizes["const"]),
@@ -511,6 +540,11 @@ class VectorUnit(wiring.Component):
             "vec": self._vec, "acc": self._acc, "state": self._state, "const": self._const,
             "lower_bounds": self._lower_bounds, "embed": self._embed, "scalars": self._scalars,
         }
+
+    @property
+    def acc_lanes(self):
+        """Accumulators per word of the ACC memory (:func:`accumulator_word_lanes`)."""
+        return self._acc_lanes
 
     @property
     def registers(self):
@@ -601,7 +635,7 @@ class VectorUnit(wiring.Component):
             if row_groups == 0:
                 return 2
             # The first beat is accepted in the cycle after setup.
-            return 2 + row_groups * (self._core.rows // self._lanes) + absmax
+            return 2 + row_groups * (self._core.rows // self._acc_lanes) + absmax
         return 2
 
     def elaborate(self, platform):
@@ -746,7 +780,8 @@ class VectorUnit(wiring.Component):
         lanes = self._lanes
         c = SimpleNamespace(stages=stages)
 
-        m.submodules.absmax_reducer = c.absmax_reducer = _AbsMaxReducer(lanes, 32)
+        # It reduces vector writes (P elements) and MATVEC's ACC writes (a word of accumulators).
+        m.submodules.absmax_reducer = c.absmax_reducer = _AbsMaxReducer(self._acc_lanes, 32)
         m.submodules.sumsq_reducer = c.sumsq_reducer = _SumReducer(lanes, 2 * (nx.NORM_BITS + 1), nx.SUMSQ_BITS)
         c.zmax_reducers = []
         for slot in range(SLOTS):
@@ -766,7 +801,9 @@ class VectorUnit(wiring.Component):
         # Loaded in SETUP: the elements still to issue, the read and write
         # addresses (word addresses), the norm16 shifts, the scales and EMBED's shift.
         c.remaining = Signal(range((1 << 16) + 1))
-        c.read_addresses = {name: Signal(len(ports[name].addr), name=f"{name}_address")
+        # Addresses count groups of P elements. An ACC word contains 2 ** acc_ratio_bits groups.
+        c.read_addresses = {name: Signal(len(ports[name].addr) + (self._acc_ratio_bits if name in ACC_READS else 0),
+                                         name=f"{name}_address")
                             for name in ("vec_read", "acc_a", "acc_b", "state_read", "const_read", "embed_read")}
         c.vec_write_address = Signal(len(ports["vec_write"].addr))
         c.state_write_address = Signal(len(ports["state_write"].addr))
@@ -975,12 +1012,12 @@ class VectorUnit(wiring.Component):
                         finish()
 
     def _elaborate_accumulator_writer(self, m, ports, c):
-        """Add MATVEC's accumulator writer: one beat buffered, P accumulators written to ACC per cycle.
+        """Add MATVEC's accumulator writer: one beat buffered, one ACC word of accumulators written per cycle.
 
         The writer drains a buffered beat whatever the state, and takes the
-        next beat in the cycle that writes the last P accumulators of the current one.
+        next beat in the cycle that writes the last word of the current one.
         """
-        lanes, acc_bits = self._lanes, self._acc_bits
+        lanes, acc_bits = self._acc_lanes, self._acc_bits
         chunks = self._core.rows // lanes
         beat = Signal(data.ArrayLayout(signed(acc_bits), self._core.rows))
         full = Signal()
@@ -1011,7 +1048,8 @@ class VectorUnit(wiring.Component):
                 beat.eq(self.results.payload.accumulators),
                 full.eq(1),
                 chunk.eq(0),
-                address.eq(self._word(c.instr.matvec.acc_dst) + _multiply_by_constant(row_group, chunks)),
+                address.eq((self._word(c.instr.matvec.acc_dst) >> self._acc_ratio_bits)
+                           + _multiply_by_constant(row_group, chunks)),
                 beat_is_last.eq(c.beats_left == 1),
                 c.beats_left.eq(c.beats_left - 1),
             ]
@@ -1031,8 +1069,9 @@ class VectorUnit(wiring.Component):
                 reducer.valid.eq(c.vec_stream.valid),
                 reducer.last.eq(c.vec_stream.last),
                 reducer.mask.eq(c.vec_stream.mask),
-                reducer.values.eq(c.vec_values),
             ]
+            for lane in range(self._lanes):
+                m.d.comb += reducer.values[lane].eq(c.vec_values[lane])
 
     def _elaborate_write_streams(self, m, c):
         """Advance the write address of each write stream after every group it writes."""
@@ -1064,9 +1103,26 @@ class VectorUnit(wiring.Component):
     def _elaborate_reads(self, m, ports, c):
         """Drive the read addresses of a pass and register every memory output (stage MEMORY)."""
         lanes = self._lanes
-        # The host port overrides these addresses while the unit is idle.
+        # The host port overrides these addresses while the unit is idle: the
+        # memories' own, and the group address of ACC's first read port.
+        c.acc_groups = {name: Signal.like(c.read_addresses[name], name=f"{name}_group") for name in ACC_READS}
         for name, address in c.read_addresses.items():
-            m.d.comb += ports[name].addr.eq(address)
+            if name in ACC_READS:
+                m.d.comb += c.acc_groups[name].eq(address)
+            else:
+                m.d.comb += ports[name].addr.eq(address)
+        # A read of ACC takes the word that contains the group and then selects
+        # the group in the cycle that the word arrives.
+        ratio_bits = self._acc_ratio_bits
+        acc_groups = {}
+        for name, group in c.acc_groups.items():
+            m.d.comb += ports[name].addr.eq(group >> ratio_bits)
+            if ratio_bits:
+                select = Signal(ratio_bits, name=f"{name}_select")
+                m.d.sync += select.eq(group[:ratio_bits])
+                acc_groups[name] = ports[name].data.as_value().word_select(select, lanes * self._acc_bits)
+            else:
+                acc_groups[name] = ports[name].data
         m.d.comb += [
             ports["lower_bounds_read"].addr.eq(c.read_addresses["state_read"]),
             ports["scalars_read"].addr.eq(c.instr.scale.constant),
@@ -1088,8 +1144,8 @@ class VectorUnit(wiring.Component):
         )
         m.d.sync += [
             inputs.vec.eq(ports["vec_read"].data),
-            inputs.acc_a.eq(ports["acc_a"].data),
-            inputs.acc_b.eq(ports["acc_b"].data),
+            inputs.acc_a.eq(acc_groups["acc_a"]),
+            inputs.acc_b.eq(acc_groups["acc_b"]),
             inputs.state.eq(ports["state_read"].data),
             inputs.const.eq(ports["const_read"].data),
             inputs.lower_bounds.eq(ports["lower_bounds_read"].data),
@@ -1310,7 +1366,10 @@ class VectorUnit(wiring.Component):
                         port.data.eq(write.data.replicate(len(port.en))),
                     ]
             with m.If(idle):
-                m.d.comb += ports[read_name].addr.eq(read.address[shift:])
+                if read_name in ACC_READS:
+                    m.d.comb += c.acc_groups[read_name].eq(read.address[shift:])
+                else:
+                    m.d.comb += ports[read_name].addr.eq(read.address[shift:])
 
         # The byte select takes the registered memory data of stage MEMORY,
         # and its result is registered once more.

@@ -104,26 +104,28 @@ class Memories:
         lanes = unit.core.vector_lanes
         memories = unit.memories
         self.lanes = lanes
+        self.acc_lanes = unit.acc_lanes
         self.acc_bits = unit.core.acc_bits
         self.vec = find_memory(dut, "vec", memories["vec"].depth)
         self.acc = find_memory(dut, "acc", memories["acc"].depth)
         self.state = find_memory(dut, "state", memories["state"].depth)
 
-    def _read(self, handle, bits, count):
-        words = -(-count // self.lanes)
+    @staticmethod
+    def _read(handle, bits, lanes, count):
+        words = -(-count // lanes)
         values = []
         for word in range(words):
-            values += signed_fields(handle[word].value.to_unsigned(), self.lanes, bits)
+            values += signed_fields(handle[word].value.to_unsigned(), lanes, bits)
         return np.array(values[:count], dtype=np.int64)
 
     def read_vec(self, count):
-        return self._read(self.vec, 32, count)
+        return self._read(self.vec, 32, self.lanes, count)
 
     def read_acc(self, count):
-        return self._read(self.acc, self.acc_bits, count)
+        return self._read(self.acc, self.acc_bits, self.acc_lanes, count)
 
     def read_state(self, count):
-        return self._read(self.state, 32, count)
+        return self._read(self.state, 32, self.lanes, count)
 
 
 class Scoreboard:

@@ -109,7 +109,7 @@ class Bench:
     def read_acc(self, ctx):
         memory = self.unit.memories["acc"]
         return np.array([ctx.get(memory.data[word])[lane] for word in range(memory.depth)
-                         for lane in range(self.lanes)], dtype=np.int64)
+                         for lane in range(self.unit.acc_lanes)], dtype=np.int64)
 
     def read_state(self, ctx):
         memory = self.unit.memories["state"]
@@ -427,5 +427,28 @@ def test_vector_unit_token_other_lane_counts(rows, inputs, lanes):
             bench.compare(ctx, instr)
             if instr.opcode != Opcode.MATVEC:
                 assert cycles == unit.cycles(instr.opcode, element_count(instr)), f"{instr}: cycles"
+
+    simulate(unit, testbench)
+
+
+@pytest.mark.parametrize("rows, lanes, acc_lanes", [(16, 2, 4), (32, 2, 8)])
+def test_vector_unit_wide_accumulator_words(rows, lanes, acc_lanes):
+    # ACC words wider than P: MATVEC writes a beat in R / W cycles, and the
+    # passes and the host read P accumulators out of a word.
+    core = CoreParams(rows=rows, inputs=8, vector_lanes=lanes, max_hidden=48, max_intermediate=112,
+                      max_vocab=80, max_layers=2, weight_depth=4096)
+    image = memory_image(prepare(CONFIG, random_tensors(CONFIG, seed=rows)), core)
+    unit = VectorUnit(core, image=image)
+    assert unit.acc_lanes == acc_lanes
+    bench = Bench(unit, image)
+
+    async def testbench(ctx):
+        for instr in program_instructions(image):
+            cycles = await bench.execute(ctx, instr, TOKENS[0])
+            bench.compare(ctx, instr)
+            assert cycles == unit.cycles(instr.opcode, element_count(instr), instr.fields.get("row_groups", 0)), \
+                f"{instr}: cycles"
+        expected = bench.model.acc.astype("<i4").tobytes()
+        assert await host_read(ctx, unit, Target.ACCUMULATORS, 0, len(expected)) == expected
 
     simulate(unit, testbench)
