@@ -284,9 +284,9 @@ def test_core_for_model_grows_maxima():
 
 def test_core_for_model_rejects_lane_shape():
     config = load_config(BUNDLED_MODEL)
-    # Four vector lanes do not divide six rows.
+    # The bundled core's two vector lanes do not divide seven rows.
     with pytest.raises(ValueError, match="vector_lanes"):
-        core_for_model(CONFIGS["bundled"], 6, 16, config)
+        core_for_model(CONFIGS["bundled"], 7, 16, config)
 
 
 def test_time_decoding_chains_tokens():
