@@ -13,6 +13,8 @@ TOKENS     ?= 64
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 CLOCK_MHZ  ?=
+BAUD       ?=
+WRITE_FLASH ?=
 
 .PHONY: all demo serial-demo test test-all fidelity image verilog lint bitstream flash bench train clean distclean
 
@@ -55,10 +57,13 @@ lint: verilog
 	$(PY) -m hw.lint build/verilog/$(CONFIG)
 
 bitstream: $(STAMP)
-	$(PY) -m boards.build --board $(BOARD) --config $(CONFIG) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ))
+	$(PY) -m boards.build --board $(BOARD) --config $(CONFIG) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) \
+		$(if $(BAUD),--baud $(BAUD))
 
+# WRITE_FLASH=1 writes the board's SPI flash instead of the FPGA's SRAM.
 flash: $(STAMP)
-	$(PY) -m boards.flash --board $(BOARD) --config $(CONFIG)
+	$(PY) -m pip install --quiet -e '.[flash]'
+	$(PY) -m boards.flash --board $(BOARD) --config $(CONFIG) $(if $(filter 1,$(WRITE_FLASH)),--write-flash)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

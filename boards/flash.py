@@ -61,7 +61,7 @@ def flash_bitstream(board, bitstream, *, write_flash=False, loader=None, config=
     bitstream = pathlib.Path(bitstream)
     if not bitstream.is_file():
         raise FlashError(f"bitstream not found: {bitstream}; build it first with "
-                         f"`python -m boards.build --board {board.name} --config {config}`")
+                         f"`make bitstream BOARD={board.name} CONFIG={config}`")
 
     loader = loader or find_executable(LOADER)
     if loader is None:

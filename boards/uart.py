@@ -72,7 +72,7 @@ def divisor_for_baud(clock_hz, baud):
         raise ValueError(f"{baud} bit/s from a {clock_hz / 1e6:g} MHz clock needs a divisor of "
                          f"{clock_hz / baud:.2f}; the nearest integer, {divisor}, gives {actual_baud:.0f} bit/s, "
                          f"{error:.1%} off, and at most {MAX_BAUD_ERROR:.0%} is allowed; choose a baud rate "
-                         f"that divides the clock more evenly")
+                         f"that divides the clock more evenly, or a clock that is a multiple of it")
     return divisor
 
 

@@ -12,6 +12,7 @@ Exit status: 0 on success, 1 when the port, the model or the link fails,
 
 import argparse
 import logging
+import os
 import sys
 import time
 
@@ -128,7 +129,9 @@ def _connect(args):
     try:
         port = open_serial_port(args.port, args.baud)
     except (serial.SerialException, OSError, ValueError) as error:
-        raise CommandError(f"cannot open serial port {args.port}: {error}") from None
+        # pyserial nests the OS error's text in its own message, so the message comes from the errno.
+        reason = os.strerror(error.errno) if getattr(error, "errno", None) else str(error)
+        raise CommandError(f"cannot open serial port {args.port}: {reason}") from None
     try:
         device = Device(Link(port, timeout=args.timeout, retries=args.retries))
     except (LinkError, DeviceError) as error:
@@ -220,7 +223,7 @@ def _prompt_tokens(prompt, config):
     try:
         tokens = encode_prompt(prompt, config.vocab_size)
     except ValueError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(f"--prompt: {error}") from None
     if max(tokens) >= config.vocab_size:
         raise CommandError(f"the prompt has byte {max(tokens)}, outside the model's vocabulary of "
                            f"{config.vocab_size}")

@@ -49,7 +49,12 @@ def encode_prompt(prompt, vocab_size):
         raise ValueError("the prompt is empty; give at least one character")
     if vocab_size < 256:
         raise ValueError(f"byte-level prompts need a vocabulary of 256, the model has {vocab_size}")
-    return list(prompt.encode("utf-8"))
+    try:
+        return list(prompt.encode("utf-8"))
+    except UnicodeEncodeError as error:
+        # Command-line bytes that are not UTF-8 arrive as lone surrogates.
+        raise ValueError(f"the prompt is not valid UTF-8 text (character {error.start}); "
+                         f"give the prompt in UTF-8") from None
 
 
 def generate(model, prompt_tokens, count, temperature=0.0, top_k=0, seed=0, integer=False):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from firmware.runtime import DEFAULT_PROMPT
+from golden.generate import encode_prompt
 from hw.configs import CONFIGS
 
 from .build import ROOT, run_bench
@@ -27,8 +28,10 @@ def main(argv=None):
     parser.add_argument("--waves", action="store_true", help="write an FST waveform of the run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not args.prompt:
-        print("error: the prompt is empty; give at least one character", file=sys.stderr)
+    try:
+        encode_prompt(args.prompt, 256)
+    except ValueError as error:
+        print(f"error: --prompt: {error}", file=sys.stderr)
         return 1
     if args.tokens < 1:
         print(f"error: --tokens must be at least 1, not {args.tokens}", file=sys.stderr)

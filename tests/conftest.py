@@ -43,6 +43,7 @@ class BackgroundBuild:
         self.output_dir = output_dir
         self.log_path = output_dir.with_name(output_dir.name + ".log")
         self.process = None
+        self.show = print
 
     def start(self):
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,7 @@ class BackgroundBuild:
     def wait(self, timeout_s, progress_interval_s=60):
         """Wait for the build and return its exit status; raise TimeoutExpired after ``timeout_s``.
 
-        While it waits, it writes the build log's last line to the terminal every ``progress_interval_s``.
+        While it waits, it shows the build log's last line every ``progress_interval_s`` through ``show``.
         """
         deadline = time.monotonic() + timeout_s
         while True:
@@ -65,7 +66,7 @@ class BackgroundBuild:
                 if time.monotonic() >= deadline:
                     raise
                 lines = self.log_path.read_text(errors="replace").splitlines()
-                sys.__stderr__.write(f"\n{self.log_path.name}: {lines[-1] if lines else 'started'}\n")
+                self.show(f"{self.log_path.name}: {lines[-1] if lines else 'started'}")
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
@@ -106,4 +107,14 @@ def background_build(request):
     marker = request.node.get_closest_marker("background_build")
     if marker is None:
         raise pytest.UsageError(f"{request.node.name} uses background_build without the background_build marker")
-    return request.config.stash[BACKGROUND_BUILDS][tuple(marker.args)]
+    build = request.config.stash[BACKGROUND_BUILDS][tuple(marker.args)]
+    # Progress lines go to the terminal, past pytest's output capture.
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+
+    def show(line):
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+    build.show = show
+    return build

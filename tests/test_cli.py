@@ -216,8 +216,7 @@ def test_run_reports_missing_port(capsysbinary, image):
     status = main(["run", "--port", "/dev/mmfree-no-such-port", "--image", str(image)])
     _, err = capsysbinary.readouterr()
     assert status == EXIT_ERROR
-    assert err.decode().startswith("mmfree: error: cannot open serial port /dev/mmfree-no-such-port:")
-    assert err.count(b"\n") == 1
+    assert err.decode() == "mmfree: error: cannot open serial port /dev/mmfree-no-such-port: No such file or directory\n"
 
 
 def test_run_reports_corrupted_image(capsysbinary, tmp_path, image):

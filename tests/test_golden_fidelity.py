@@ -80,6 +80,11 @@ def test_generate_command_rejects_empty_prompt(byte_model, capsys):
     assert capsys.readouterr().err == "error: the prompt is empty; give at least one character\n"
 
 
+def test_prompt_rejects_text_not_utf8():
+    with pytest.raises(ValueError, match=r"^the prompt is not valid UTF-8 text \(character 1\)"):
+        generate.encode_prompt("a\udcff", 256)
+
+
 def test_byte_prompt_needs_byte_vocabulary():
     with pytest.raises(ValueError, match="^byte-level prompts need a vocabulary of 256, the model has 100$"):
         generate.encode_prompt("ROMEO:", 100)

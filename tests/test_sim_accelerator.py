@@ -50,7 +50,10 @@ def test_long_generation(config):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--prompt", ""], "error: the prompt is empty; give at least one character\n"),
+    (["--prompt", ""], "error: --prompt: the prompt is empty; give at least one character\n"),
+    # Command-line bytes that are not UTF-8 arrive as lone surrogates.
+    (["--prompt", "ab\udcff"], "error: --prompt: the prompt is not valid UTF-8 text (character 2); "
+                               "give the prompt in UTF-8\n"),
     (["--tokens", "0"], "error: --tokens must be at least 1, not 0\n"),
 ])
 def test_demo_rejects_arguments_before_building(arguments, message, capsys):
