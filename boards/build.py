@@ -73,11 +73,13 @@ class BuildError(Exception):
 
     ``summary`` is the partial summary table when nextpnr reported the
     resource use before it failed (a design that does not fit), else None.
+    ``timed_out`` is true when a phase was stopped at its time limit.
     """
 
-    def __init__(self, message, summary=None):
+    def __init__(self, message, summary=None, *, timed_out=False):
         super().__init__(message)
         self.summary = summary
+        self.timed_out = timed_out
 
 
 def tool_env_var(name):
@@ -142,8 +144,12 @@ def _last_progress_line(log_path):
     return None
 
 
-def _run_phase(argv, tool_name, build_dir, env):
-    """Run one command of the build plan, logging its progress; raise BuildError if it fails."""
+def _run_phase(argv, tool_name, build_dir, env, timeout_s=None):
+    """Run one command of the build plan, logging its progress; raise BuildError if it fails.
+
+    A phase still running after ``timeout_s`` seconds is stopped, and the
+    BuildError has ``timed_out`` set.
+    """
     phase = PHASE_NAMES.get(tool_name, tool_name)
     log_name = PHASE_LOGS.get(tool_name)
     log_path = build_dir / log_name.format(name=NAME) if log_name else None
@@ -162,6 +168,12 @@ def _run_phase(argv, tool_name, build_dir, env):
                 where = _last_progress_line(log_path) if log_path else None
                 logger.info("%s: %.0f s elapsed%s", phase, time.monotonic() - start,
                             f", at: {where}" if where else "")
+                if timeout_s is not None and time.monotonic() - start > timeout_s:
+                    process.kill()
+                    process.wait()
+                    read_path = log_path if log_path and log_path.exists() else output_path
+                    raise BuildError(f"{phase} did not finish within {timeout_s / 60:g} minutes and was stopped "
+                                     f"({where or 'no progress line'}); see {read_path}", timed_out=True)
     elapsed = time.monotonic() - start
 
     if returncode != 0:
@@ -285,14 +297,16 @@ def _write_summary(build_dir, summary):
         file.write("\n")
 
 
-def build_board(top, build_dir, *, seed=1, tools=None, nextpnr_args=()):
+def build_board(top, build_dir, *, seed=1, tools=None, nextpnr_args=(), place_and_route_timeout_s=None):
     """Build ``top`` (a BoardTop) in ``build_dir`` and return the summary dict.
 
     Writes ``build_summary.json`` next to the bitstream. A design that misses
     timing still returns, with ``timing_closed`` false. Raises BuildError
     when a tool fails or its report lacks a figure. When nextpnr fails after
     it counted the resources, as it does for a design that does not fit, the
-    error carries a summary without clocks, which is written too.
+    error carries a summary without clocks, which is written too. nextpnr
+    stops after ``place_and_route_timeout_s`` seconds if given, because a
+    design that does not route can keep router2 busy for hours.
     """
     for argument in nextpnr_args:
         if argument.split("=", 1)[0] in NEXTPNR_FIXED_OPTIONS:
@@ -333,7 +347,8 @@ def build_board(top, build_dir, *, seed=1, tools=None, nextpnr_args=()):
         if tool_name not in YOWASP_TOOLS:
             raise BuildError(f"the build plan runs {tool_name!r}, which has no YoWASP build here")
         try:
-            elapsed = _run_phase(argv, tool_name, build_dir, env)
+            timeout_s = place_and_route_timeout_s if tool_name == "nextpnr-ecp5" else None
+            elapsed = _run_phase(argv, tool_name, build_dir, env, timeout_s)
         except BuildError as error:
             if tool_name == "nextpnr-ecp5":
                 _attach_partial_summary(error, build_dir, summary, top.clock_hz, total_start)

@@ -242,15 +242,17 @@ def simulate_cycles(params, model_spec, digest, *, name, prompt, tokens, cache):
     return result
 
 
-def build_for_board(board_name, params, *, name, seed, cache, build_root, allow_build):
+def build_for_board(board_name, params, *, name, seed, cache, build_root, allow_build, route_minutes):
     """Return the ``boards.build`` summary of the core ``params`` on the board, from the cache or a new build.
 
     Returns None when nothing is cached and ``allow_build`` is false. A
     design that does not fit returns nextpnr's partial summary, which lists
-    resources but no clocks. Raises BenchError when a tool fails otherwise.
+    resources but no clocks. One whose place and route takes longer than
+    ``route_minutes`` returns ``{"unrouted": message}`` (with the resources
+    when nextpnr logged them). Raises BenchError when a tool fails otherwise.
     """
     description = {"kind": "board", "board": board_name, "core": asdict(params), "seed": seed,
-                   "tools": tool_versions()}
+                   "route_minutes": route_minutes, "tools": tool_versions()}
     key = cache_key(description, board_sources())
     cached = cache.load("board", name, key)
     if cached is not None:
@@ -267,11 +269,14 @@ def build_for_board(board_name, params, *, name, seed, cache, build_root, allow_
     build_dir.mkdir(parents=True, exist_ok=True)
     logger.info("%s: building for %s in %s", name, board_name, build_dir)
     try:
-        summary = build_board(top, build_dir, seed=seed)
+        summary = build_board(top, build_dir, seed=seed, place_and_route_timeout_s=route_minutes * 60)
     except BuildError as error:
-        if error.summary is None or not report.overused_resources(error.summary):
+        if error.timed_out:
+            summary = dict(error.summary or {}, unrouted=str(error))
+        elif error.summary is None or not report.overused_resources(error.summary):
             raise BenchError(f"{name}: the board build failed: {error}") from error
-        summary = error.summary
+        else:
+            summary = error.summary
     cache.store("board", name, key, summary)
     return summary
 
@@ -393,6 +398,9 @@ def parse_arguments(argv):
     parser.add_argument("--board", default="ulx3s-85f", choices=sorted(BOARDS),
                         help="board to build for (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
+    parser.add_argument("--route-minutes", type=float, default=45,
+                        help="stop a board's place and route after this many minutes and report it as not routed "
+                             "(default: %(default)s)")
     parser.add_argument("--tokens", type=int, default=4,
                         help="tokens each simulation generates after the prompt (default: %(default)s)")
     parser.add_argument("--cpu-seconds", type=float, default=5.0,
@@ -414,6 +422,8 @@ def parse_arguments(argv):
         parser.error(str(error))
     if arguments.tokens < 1:
         parser.error(f"--tokens must be at least 1, not {arguments.tokens}")
+    if not arguments.route_minutes > 0:
+        parser.error(f"--route-minutes must be positive, not {arguments.route_minutes}")
     if arguments.stream_bits < 1:
         parser.error(f"--stream-bits must be at least 1, not {arguments.stream_bits}")
     if not (arguments.model / "config.json").is_file():
@@ -488,7 +498,8 @@ def build_sweep(cores, arguments, *, cache, build_root, failures):
                     " (cached results only, --quick)" if arguments.quick else "")
         try:
             summaries[name] = build_for_board(arguments.board, params, name=name, seed=arguments.seed, cache=cache,
-                                              build_root=build_root, allow_build=not arguments.quick)
+                                              build_root=build_root, allow_build=not arguments.quick,
+                                              route_minutes=arguments.route_minutes)
         except BenchError as error:
             logger.error("%s", error)
             failures.append(str(error))

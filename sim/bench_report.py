@@ -102,6 +102,8 @@ def board_status(board):
         return "not built"
     if "failure" in board:
         return f"build failed: {board['failure']}"
+    if "unrouted" in board:
+        return "not routed within the time limit"
     overused = overused_resources(board)
     if overused:
         return "does not fit: " + ", ".join(f"{label} {used}/{available}" for label, used, available in overused)

@@ -133,6 +133,17 @@ def test_lane_row_without_board():
     assert row["tokens_per_second_target"] == "not measured"
 
 
+def test_lane_row_unrouted_build():
+    summary = dict(does_not_fit_summary(), unrouted="place and route did not finish within 45 minutes")
+    summary["resources"]["EBR"]["used"] = 202
+    row = report.lane_row("32x32", bundled_core(), BUNDLED_TRITS, 8032, summary)
+    assert row["board_status"] == "not routed within the time limit"
+    assert row["ebr"] == 202
+    assert row["fits"] is True
+    assert row["fmax_mhz"] is None
+    assert row["fmax_target"] == "not measured"
+
+
 def test_lane_row_failed_build_and_simulation():
     row = report.lane_row("16x32", bundled_core(), BUNDLED_TRITS, None, {"failure": "synthesis failed"})
     assert row["board_status"] == "build failed: synthesis failed"

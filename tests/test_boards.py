@@ -484,6 +484,19 @@ def test_build_rejects_repeated_nextpnr_options(tmp_path, arguments):
     assert not any(tmp_path.iterdir())
 
 
+def test_build_phase_stops_at_time_limit(tmp_path, monkeypatch):
+    import boards.build
+
+    monkeypatch.setattr(boards.build, "PROGRESS_INTERVAL_S", 0.1)
+    tool = tmp_path / "slow-nextpnr"
+    tool.write_text("#!/bin/sh\necho 'Info: iter=3 overused=1200' > top.tim\nexec sleep 30\n")
+    tool.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "NEXTPNR_ECP5": str(tool)}
+    with pytest.raises(BuildError, match=r"^place and route did not finish within 0\.005 minutes") as caught:
+        _run_phase(["nextpnr-ecp5", "--log", "top.tim"], "nextpnr-ecp5", tmp_path, env, timeout_s=0.3)
+    assert caught.value.timed_out
+
+
 def test_build_phase_error_names_log_line(tmp_path):
     # A stand-in for nextpnr that writes its log and fails, as on a design that does not fit.
     tool = tmp_path / "fake-nextpnr"
