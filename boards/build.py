@@ -297,8 +297,10 @@ def _write_summary(build_dir, summary):
         file.write("\n")
 
 
-def build_board(top, build_dir, *, seed=1, tools=None, nextpnr_args=(), place_and_route_timeout_s=None):
+def build_board(top, build_dir, *, seed=None, tools=None, nextpnr_args=(), place_and_route_timeout_s=None):
     """Build ``top`` (a BoardTop) in ``build_dir`` and return the summary dict.
+
+    ``seed`` is nextpnr's placement seed, by default the board's.
 
     Writes ``build_summary.json`` next to the bitstream. A design that misses
     timing still returns, with ``timing_closed`` false. Raises BuildError
@@ -312,6 +314,7 @@ def build_board(top, build_dir, *, seed=1, tools=None, nextpnr_args=(), place_an
         if argument.split("=", 1)[0] in NEXTPNR_FIXED_OPTIONS:
             raise ValueError(f"nextpnr argument {argument!r} repeats an option that the build sets itself "
                              f"({', '.join(NEXTPNR_FIXED_OPTIONS)}); give the seed with --seed instead")
+    seed = top.board.seed if seed is None else seed
     build_dir = pathlib.Path(build_dir)
     tools = find_tools() if tools is None else tools
     env = tool_environment(tools)
@@ -406,8 +409,8 @@ def _parse_arguments(argv):
                         help="accelerator clock target in MHz (default: the board's, 30 MHz)")
     parser.add_argument("--baud", type=int, default=None,
                         help="serial link bit rate in bit/s (default: the board's)")
-    parser.add_argument("--seed", type=int, default=1,
-                        help="nextpnr placement seed (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="nextpnr placement seed (default: the board's, 1 or 2 in boards/top.py)")
     parser.add_argument("--nextpnr-arg", action="append", default=[], metavar="ARG",
                         help="pass ARG to nextpnr-ecp5 as well. Repeat the option for more arguments, and write "
                              "--nextpnr-arg=--flag for an ARG that starts with a dash")
@@ -435,20 +438,21 @@ def main(argv=None):
         logger.error("%s", error)
         return 2
     build_dir = arguments.output or default_build_dir(arguments.board, arguments.config)
+    seed = top.board.seed if arguments.seed is None else arguments.seed
 
     try:
-        summary = build_board(top, build_dir, seed=arguments.seed, nextpnr_args=arguments.nextpnr_arg)
+        summary = build_board(top, build_dir, seed=seed, nextpnr_args=arguments.nextpnr_arg)
     except ValueError as error:
         logger.error("%s", error)
         return 2
     except BuildError as error:
         logger.error("%s", error)
         if error.summary is not None:
-            print(f"{arguments.board}, config {arguments.config}, seed {arguments.seed}: no bitstream")
+            print(f"{arguments.board}, config {arguments.config}, seed {seed}: no bitstream")
             print(format_table(error.summary))
         return 1
 
-    print(f"{arguments.board}, config {arguments.config}, seed {arguments.seed}: "
+    print(f"{arguments.board}, config {arguments.config}, seed {seed}: "
           f"{build_dir / summary['bitstream']} in {summary['total_seconds']:.0f} s")
     print(format_table(summary))
     if not summary["timing_closed"]:

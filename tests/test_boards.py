@@ -471,6 +471,24 @@ def test_build_table_marks_overuse():
     assert "not placed and routed" in table
 
 
+@pytest.mark.parametrize("board_name, seed, expected", [("ecpix5-85f", None, "2"), ("ulx3s-85f", None, "1"),
+                                                       ("ecpix5-85f", 5, "5")])
+def test_build_uses_board_seed(tmp_path, board_name, seed, expected):
+    from boards.build import build_board
+
+    # A Yosys stand-in that fails at once: the build plan is written by then.
+    failing = tmp_path / "failing-tool"
+    failing.write_text("#!/bin/sh\nexit 1\n")
+    failing.chmod(0o755)
+    tools = {name: str(failing) for name in ("yosys", "nextpnr-ecp5", "ecppack")}
+    top = BoardTop(board_name, TINY_CORE)
+    with pytest.raises(BuildError, match=r"^synthesis failed"):
+        build_board(top, tmp_path / "build", seed=seed, tools=tools)
+    commands = json.loads((tmp_path / "build" / "build_top.json").read_text())["commands"]
+    nextpnr = next(argv for argv in commands if argv[0] == "nextpnr-ecp5")
+    assert nextpnr[nextpnr.index("--seed") + 1] == expected
+
+
 @pytest.mark.parametrize("arguments", [["--seed", "3"], ["--seed=3"], ["--router=router1"]])
 def test_build_rejects_repeated_nextpnr_options(tmp_path, arguments):
     from boards.build import build_board, main
