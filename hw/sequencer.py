@@ -39,10 +39,12 @@ class Sequencer(wiring.Component):
     """Runs the program stored in its program memory, one instruction at a time.
 
     A run starts on ``run`` (with ``token``) from address 0. For each
-    instruction the sequencer reads the program memory (one cycle), presents
-    the word on ``instruction`` and pulses ``start`` for one cycle, then waits
-    for ``unit_done``, which the unit that executes the opcode pulses when it
-    has finished (it may pulse in the cycle after ``start``). ``END`` finishes
+    instruction the sequencer presents the word on ``instruction`` and
+    pulses ``start`` for one cycle, then waits for ``unit_done``, which the
+    unit that executes the opcode pulses when it has finished (it may pulse
+    in the cycle after ``start``). While it waits it reads the next word
+    from the program memory, so the next ``start`` follows ``unit_done`` by
+    one cycle. ``END`` finishes
     the run with status OK; ``ILLEGAL`` (a zeroed program memory) with
     NOT_LOADED; an ``EMBED`` whose ``vocab`` field is not above ``token``
     with TOKEN_OUT_OF_RANGE, before the embedding is touched. A run whose
@@ -54,7 +56,9 @@ class Sequencer(wiring.Component):
     once per run, with ``status``, and ``cycles`` holds the cycles from ``run``
     to ``done``.
 
-    Overhead: two cycles per instruction besides the unit's own time.
+    Overhead: one cycle per instruction besides the unit's own time (the
+    cycle from ``unit_done`` to the next ``start``), and two at the start
+    of a run to read the first word.
 
     Parameters
     ----------
@@ -124,6 +128,9 @@ class Sequencer(wiring.Component):
 
         pc = Signal(range(self._program_depth + 1))
         token = Signal(32)
+        # The read port shows the word at `pc` in FETCH and, from ISSUE on,
+        # the next word, which WAIT takes at `unit_done`. The host writes the
+        # program memory only while no run is active.
         m.d.comb += read.addr.eq(pc)
 
         with m.If(self.busy):
@@ -153,17 +160,18 @@ class Sequencer(wiring.Component):
                                  self.busy.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += self.start.eq(1)
+                    m.d.comb += [self.start.eq(1), read.addr.eq(pc + 1)]
                     m.next = "WAIT"
             with m.State("WAIT"):
+                m.d.comb += read.addr.eq(pc + 1)
                 with m.If(self.unit_done & (pc == self._program_depth - 1)):
                     # The last word of the program memory was not END. Fetching on
                     # would wrap around to address 0 and run the program forever.
                     m.d.sync += [self.status.eq(RunStatus.NOT_LOADED), self.done.eq(1), self.busy.eq(0)]
                     m.next = "IDLE"
                 with m.Elif(self.unit_done):
-                    m.d.sync += pc.eq(pc + 1)
-                    m.next = "FETCH"
+                    m.d.sync += [pc.eq(pc + 1), self.instruction.eq(read.data)]
+                    m.next = "ISSUE"
         with m.If(self.done):
             m.d.sync += self.done.eq(0)
         return m
