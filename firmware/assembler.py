@@ -46,7 +46,6 @@ def assemble(layout: ModelLayout, embed_exp):
     """
     config, core = layout.config, layout.core
     H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
-    code_words = -(-core.max_fan_in // core.inputs)
     vec, acc = layout.vec, layout.acc
     shift = embed_exp - ACT_FRAC
     if not -16 <= shift <= 31:
@@ -64,14 +63,13 @@ def assemble(layout: ModelLayout, embed_exp):
             if scale is not None:
                 program.append(encode(Opcode.SCALE, dst_scale=scale,
                                       constant=layout.projection_index[projection], slot=slot))
-        for slot in range(len(slots)):
-            program.append(encode(Opcode.QUANT, vec_src=src, src_max=src_max, const=const, count=count,
-                                  slot=slot, code=slot * code_words))
+        program.append(encode(Opcode.QUANT, vec_src=src, src_max=src_max, const=const, count=count,
+                              slots=len(slots), code=0))
 
     def matvec(projection, slot, destination, dst_max, row_start=0):
         block = layout.block(projection, row_start)
         program.append(encode(Opcode.MATVEC, weights=block.base, row_groups=block.row_groups,
-                              col_tiles=block.col_tiles, code=slot * code_words, acc_dst=acc[destination],
+                              col_tiles=block.col_tiles, slot=slot, code=0, acc_dst=acc[destination],
                               dst_max=dst_max))
 
     stages = iter(stage_layout(config))

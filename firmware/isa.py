@@ -11,6 +11,10 @@ depend on the opcode (:data:`FIELDS`) and follow it from bit
 ``OPCODE_BITS`` upwards in the order listed. Instructions run strictly one
 after another.
 
+The code buffer has ``SLOTS`` slots of code words: QUANT writes the codes
+of every slot that the last STATS measured in one pass, and MATVEC names
+the slot and the word of its first codes.
+
 Registers: ``MAX_REGISTERS`` absmax registers (each vector-writing pass
 stores the absmax of what it wrote into one), ``SCALE_REGISTERS`` Scalar
 registers (written by ``SCALE``), the sum of squares and the per-slot
@@ -42,7 +46,7 @@ class Opcode(enum.IntEnum):
     END = 1
     EMBED = 2       # x = embeddings[token] in Q16; checks the token against `vocab`
     STATS = 3       # sum of squares and per-slot absmax(z) of a stage input
-    QUANT = 4       # int8 codes of one slot into the code buffer
+    QUANT = 4       # int8 codes of slots 0 .. slots - 1 into the code buffer, one pass
     SCALE = 5       # output scale K * absmax(z) * rsqrt(sumsq) into a scale register
     MATVEC = 6      # ternary accumulate of one weight block into the accumulator memory
     GATES = 7       # forget gate, input, recurrence; writes the state and silu(h)
@@ -55,7 +59,7 @@ class Opcode(enum.IntEnum):
 # Field name -> width in bits, per opcode, in bit order after the opcode.
 # Address fields name their memory: `vec_*` the vector memory, `acc_*` the
 # accumulator memory, `const` the constant memory, `state` the state and
-# lower-bound memories, `code` a code-buffer word, `weights` a weight word.
+# lower-bound memories, `code` a word of a code-buffer slot, `weights` a weight word.
 FIELDS = {
     Opcode.ILLEGAL: {},
     Opcode.END: {},
@@ -63,10 +67,10 @@ FIELDS = {
     Opcode.STATS: {"vec_src": ADDRESS_BITS, "src_max": 3, "const": CONST_ADDRESS_BITS, "count": COUNT_BITS,
                    "slots": 2},
     Opcode.QUANT: {"vec_src": ADDRESS_BITS, "src_max": 3, "const": CONST_ADDRESS_BITS, "count": COUNT_BITS,
-                   "slot": 2, "code": COUNT_BITS},
+                   "slots": 2, "code": COUNT_BITS},
     Opcode.SCALE: {"dst_scale": 3, "constant": 16, "slot": 2},
     Opcode.MATVEC: {"weights": WEIGHT_ADDRESS_BITS, "row_groups": COUNT_BITS, "col_tiles": 12,
-                    "code": COUNT_BITS, "acc_dst": ADDRESS_BITS, "dst_max": 3},
+                    "slot": 2, "code": COUNT_BITS, "acc_dst": ADDRESS_BITS, "dst_max": 3},
     Opcode.GATES: {"acc_f": ADDRESS_BITS, "acc_i": ADDRESS_BITS, "state": ADDRESS_BITS, "scale_f": 3,
                    "scale_i": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
     Opcode.MUL2: {"acc_src": ADDRESS_BITS, "acc_max": 3, "vec_src": ADDRESS_BITS, "vec_max": 3,

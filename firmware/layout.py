@@ -134,7 +134,8 @@ def memory_sizes(core: CoreParams):
         "embed": layout.embed_entries,
         "state": layout.state_entries,
         "scalars": len(largest.projections),
-        "code_words": _ceil_div(core.max_fan_in, core.inputs) * 3,
+        # Words of K codes in each of the code buffer's SLOTS slots.
+        "code_words": _ceil_div(core.max_fan_in, core.inputs),
     }
 
 

@@ -31,7 +31,8 @@ class ProgramModel:
         self.vec = np.zeros(layout.vec_entries, dtype=np.int64)
         self.acc = np.zeros(layout.acc_entries, dtype=np.int64)
         self.state = np.zeros(layout.state_entries, dtype=np.int64)
-        self.codes = np.zeros(SLOTS * -(-self.core.max_fan_in // self.core.inputs) * self.core.inputs,
+        # One row of codes per code-buffer slot.
+        self.codes = np.zeros((SLOTS, -(-self.core.max_fan_in // self.core.inputs) * self.core.inputs),
                               dtype=np.int64)
         self.max = [0] * MAX_REGISTERS
         self.scale = [nx.ZERO] * SCALE_REGISTERS
@@ -74,16 +75,19 @@ class ProgramModel:
                                                         nx.scalar_rsqrt(self.sumsq))
         elif op == Opcode.QUANT:
             vs, const = self._stage_input(instr)
-            codes = nx.quantize_codes(vs * const[:, 1 + instr.slot], self.zmax[instr.slot])
             start = instr.code * self.core.inputs
-            self.codes[start:start + instr.count] = codes
+            for slot in range(min(instr.slots, SLOTS)):
+                codes = nx.quantize_codes(vs * const[:, 1 + slot], self.zmax[slot])
+                self.codes[slot, start:start + instr.count] = codes
         elif op == Opcode.MATVEC:
             R, K = self.core.rows, self.core.inputs
             words = self.image.weights[instr.weights:instr.weights + instr.row_groups * instr.col_tiles]
             trits = words.reshape(instr.row_groups, instr.col_tiles, R, K).transpose(0, 2, 1, 3)
             trits = trits.reshape(instr.row_groups * R, instr.col_tiles * K).astype(np.int64)
+            if instr.slot >= SLOTS:
+                raise RunError(f"illegal instruction {instr}: the code buffer has {SLOTS} slots")
             start = instr.code * K
-            codes = self.codes[start:start + instr.col_tiles * K]
+            codes = self.codes[instr.slot, start:start + instr.col_tiles * K]
             acc = trits @ codes
             self.acc[instr.acc_dst:instr.acc_dst + acc.size] = acc
             self.max[instr.dst_max] = int(np.max(np.abs(acc)))

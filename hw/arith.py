@@ -14,7 +14,7 @@ expressions for use inside other components.
 
 import numpy as np
 
-from amaranth.hdl import C, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, C, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -521,36 +521,48 @@ class QuantizeCode(wiring.Component):
     throughput one ``z`` per lane per cycle. Uses block RAM for the table and
     one 18x18 multiplier per lane.
 
+    With ``vectors`` V above 1 the component quantizes V vectors side by
+    side, each with its own ``absmax``, and one ``load`` sets up all of
+    them. They share the one table and take turns at it, one lookup per
+    cycle, so ``setup_latency`` is ``V + 1``. The codes of a ``z`` presented
+    in the ``V - 1`` cycles before ``load + setup_latency`` are unspecified,
+    so vectors do not stream back to back across a load.
+
     Parameters
     ----------
     width : int
         Signed width of ``z`` and unsigned width of ``absmax``, 32 by default.
     lanes : int
-        Number of ``z`` values per cycle, 1 by default.
+        Number of ``z`` values per vector per cycle, 1 by default.
+    vectors : int
+        V, the vectors quantized side by side, 1 by default.
 
     Members
     -------
-    absmax : In(unsigned(width))
-        Largest ``|z|`` of the vector, read when ``load`` is high.
+    absmax : In(unsigned(width)), or In(unsigned(width)).array(vectors) when V > 1
+        Largest ``|z|`` of each vector, read when ``load`` is high.
     load : In(1)
         Starts the per-vector setup for ``absmax``.
-    z : In(signed(width)).array(lanes)
-        Values to quantize.
-    code : Out(signed(8)).array(lanes)
-        int8 codes.
+    z : In(signed(width)).array(vectors * lanes)
+        Values to quantize: lane ``p`` of vector ``v`` at ``v * lanes + p``.
+    code : Out(signed(8)).array(vectors * lanes)
+        int8 codes, in the order of ``z``.
     """
 
-    def __init__(self, width=32, lanes=1):
+    def __init__(self, width=32, lanes=1, vectors=1):
         _check_width("width", width)
         _check_width("lanes", lanes)
+        _check_width("vectors", vectors)
         _check_quantize_table()
         self._width = width
         self._lanes = lanes
+        self._vectors = vectors
+        absmax = In(unsigned(width)) if vectors == 1 else In(unsigned(width)).array(vectors)
         super().__init__({
-            "absmax": In(unsigned(width)),
+            "absmax": absmax,
             "load": In(1),
-            "z": In(signed(width)).array(lanes),
-            "code": Out(signed(nx.CODE_BITS)).array(lanes),
+            "z": In(signed(width)).array(vectors * lanes),
+            "code": Out(signed(nx.CODE_BITS)).array(vectors * lanes),
         })
 
     @property
@@ -562,12 +574,16 @@ class QuantizeCode(wiring.Component):
         return self._lanes
 
     @property
+    def vectors(self):
+        return self._vectors
+
+    @property
     def latency(self):
         return 5
 
     @property
     def setup_latency(self):
-        return 2
+        return 1 + self._vectors
 
     def elaborate(self, platform):
         m = Module()
@@ -582,30 +598,41 @@ class QuantizeCode(wiring.Component):
         # the shift in t+2 and the table entry in t+3 (stages 2 to 4 below).
         # So each of them changes setup_latency + 1, + 2 and + 3 cycles after
         # the load, and the bound and the shift are delayed to match the
-        # table lookup.
-        absmax_1 = Signal(self._width)
-        with m.If(self.load):
-            m.d.sync += absmax_1.eq(self.absmax)
+        # table lookup. With several vectors the lookups take turns, one
+        # vector per cycle, so a vector's entry arrives up to V - 1 cycles later.
+        vectors = self._vectors
+        turn = Signal(range(vectors))
+        if vectors > 1:
+            m.d.sync += turn.eq(Mux(turn == vectors - 1, 0, turn + 1))
+        turn_4 = delayed(m, 1, turn)
+        tops = []
+        for vector in range(vectors):
+            absmax = self.absmax if vectors == 1 else self.absmax[vector]
+            absmax_1 = Signal(self._width, name=f"absmax_1_{vector}")
+            with m.If(self.load):
+                m.d.sync += absmax_1.eq(absmax)
 
-        shift_2 = Signal(range(self._width))
-        m.d.sync += shift_2.eq(leading_one(absmax_1)[0])
-        absmax_2 = delayed(m, 1, absmax_1)
+            shift_2 = Signal(range(self._width), name=f"shift_2_{vector}")
+            m.d.sync += shift_2.eq(leading_one(absmax_1)[0])
+            absmax_2 = delayed(m, 1, absmax_1)
 
-        top_3 = Signal(nx.MANT_BITS)
-        m.d.sync += top_3.eq(normalize_mantissa(absmax_2, shift_2))
-        shift_3 = delayed(m, 1, shift_2)
-        m.d.comb += read.addr.eq((top_3 >> nx.QUANT_INDEX_SHIFT) - nx.QUANT_FIRST)
+            top_3 = Signal(nx.MANT_BITS, name=f"top_3_{vector}")
+            m.d.sync += top_3.eq(normalize_mantissa(absmax_2, shift_2))
+            tops.append(top_3)
+            shift_3 = delayed(m, 1, shift_2)
 
-        recip_5 = Signal(recip_shape)
-        m.d.sync += recip_5.eq(read.data)
+            recip_5 = Signal(recip_shape, name=f"recip_5_{vector}")
+            with m.If(turn_4 == vector):
+                m.d.sync += recip_5.eq(read.data)
 
-        bound = delayed(m, 1, absmax_2)
-        shift = delayed(m, 1, shift_3)
-        recip = recip_5
+            bound = delayed(m, 1, absmax_2)
+            shift = delayed(m, 1, shift_3)
+            for lane in range(self._lanes):
+                index = vector * self._lanes + lane
+                self._elaborate_lane(m, self.z[index], self.code[index], bound, shift, recip_5)
 
-        for lane in range(self._lanes):
-            self._elaborate_lane(m, self.z[lane], self.code[lane], bound, shift, recip)
-
+        top = tops[0] if vectors == 1 else Array(tops)[turn]
+        m.d.comb += read.addr.eq((top >> nx.QUANT_INDEX_SHIFT) - nx.QUANT_FIRST)
         return m
 
     def _elaborate_lane(self, m, z, code, bound, shift, recip):

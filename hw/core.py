@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from firmware.isa import INSTRUCTION_BITS, CoreParams, Opcode
+from firmware.isa import INSTRUCTION_BITS, SLOTS, CoreParams, Opcode
 from firmware.layout import memory_sizes
 from firmware.protocol import Status, StatusFlag, Target
 
@@ -60,7 +60,7 @@ class Core(wiring.Component):
         self._matvec = MatVec(core.rows, core.inputs, weight_depth=core.weight_depth,
                               code_depth=sizes["code_words"], code_write_width=core.vector_lanes,
                               max_fan_in=core.max_fan_in, acc_bits=core.acc_bits,
-                              weight_row_trits=core.weight_row_trits)
+                              weight_row_trits=core.weight_row_trits, code_slots=SLOTS)
         self._vector = VectorUnit(core)
         super().__init__({
             "write": In(WritePortSignature()),
@@ -131,7 +131,7 @@ class Core(wiring.Component):
             self.reset_state.status.eq(Status.OK),
         ]
 
-        # A MATVEC must stay inside the weight banks and the code buffer, and
+        # A MATVEC must stay inside the weight banks and a slot of the code buffer, and
         # run at least one tile: with no tile the projection unit returns no
         # accumulators while the vector unit waits for them. Field values
         # wider than the projection unit's command are rejected too.
@@ -144,6 +144,7 @@ class Core(wiring.Component):
             bad_matvec.eq((fields.row_groups == 0) | (fields.col_tiles == 0)
                           | (fields.row_groups > self._params.weight_depth)
                           | (fields.col_tiles > matvec.code_depth)
+                          | (fields.slot >= SLOTS)
                           | (fields.code + fields.col_tiles > matvec.code_depth)
                           | (fields.weights + tiles > self._params.weight_depth)),
             sequencer.reject.eq((fields.opcode == Opcode.MATVEC) & bad_matvec),
@@ -161,6 +162,7 @@ class Core(wiring.Component):
                 matvec.command.payload.weight_base.eq(instruction.matvec.weights),
                 matvec.command.payload.row_groups.eq(instruction.matvec.row_groups),
                 matvec.command.payload.col_tiles.eq(instruction.matvec.col_tiles),
+                matvec.command.payload.code_slot.eq(instruction.matvec.slot),
                 matvec.command.payload.code_base.eq(instruction.matvec.code),
             ]
         with m.Elif(matvec.command.ready):

@@ -3,8 +3,8 @@
 A projection of ``rows x cols`` is ``row_groups = ceil(rows/R)`` groups of R
 output rows, each the sum of ``col_tiles = ceil(cols/K)`` tiles. For row group
 ``g`` and tile ``t`` MatVec reads weight word ``weight_base + g * col_tiles + t``
-from all R banks and code word ``code_base + t``, and the engine emits the R
-accumulators of the group after its last tile.
+from all R banks and word ``code_base + t`` of code slot ``code_slot``, and the
+engine emits the R accumulators of the group after its last tile.
 """
 
 from amaranth.hdl import Module, Signal, signed, unsigned
@@ -22,23 +22,23 @@ __all__ = ["MatVec", "CodeWriteSignature"]
 
 
 class CodeWriteSignature(wiring.Signature):
-    """Signature of the code buffer's write port: P codes per cycle at an element index.
+    """Signature of the code buffer's write port: P codes of each of S slots per cycle at an element index.
 
     Members
     -------
-    en : ``Out(width)``
-        Write enable of each code.
+    en : ``Out(slots * width)``
+        Write enable of each code; bit ``s * width + p`` belongs to slot ``s``.
     index : ``Out(index_bits)``
-        Element index of the first code, a multiple of ``width``.
-    data : ``Out(data.ArrayLayout(signed(8), width))``
-        The codes, the one for element ``index + p`` at position ``p``.
+        Element index of the first code in every slot, a multiple of ``width``.
+    data : ``Out(data.ArrayLayout(signed(8), slots * width))``
+        The codes, the one for element ``index + p`` of slot ``s`` at position ``s * width + p``.
     """
 
-    def __init__(self, width, index_bits):
+    def __init__(self, width, index_bits, slots=1):
         super().__init__({
-            "en": Out(width),
+            "en": Out(slots * width),
             "index": Out(index_bits),
-            "data": Out(data.ArrayLayout(signed(nx.CODE_BITS), width)),
+            "data": Out(data.ArrayLayout(signed(nx.CODE_BITS), slots * width)),
         })
 
 
@@ -46,8 +46,8 @@ class MatVec(wiring.Component):
     """Projection unit: weight memory, code buffer and ternary engine.
 
     A command names the projection's first weight word (``weight_base``), its
-    ``row_groups`` and ``col_tiles``, and the code buffer word of its first
-    K codes (``code_base``). The command is accepted while ``busy`` is low.
+    ``row_groups`` and ``col_tiles``, and the code buffer slot and word of its
+    first K codes (``code_slot``, ``code_base``). The command is accepted while ``busy`` is low.
     ``busy`` then stays high until the beat of the last row group has been
     transferred on ``results``. A command with zero ``row_groups`` or zero
     ``col_tiles`` produces no beats and leaves ``busy`` low.
@@ -63,12 +63,13 @@ class MatVec(wiring.Component):
     after the cycle in which the command is transferred. Output backpressure
     stalls the whole pipeline.
 
-    The code buffer contains ``code_depth`` words of K codes. Its write port
-    ``code_write`` writes up to P codes per cycle: the codes of elements
-    ``index .. index + P - 1``, which lie in word ``index // K``. ``index`` must
-    be a multiple of P, because the write port ignores its remainder modulo P.
-    The buffer must not be written while a command that reads the same words
-    runs.
+    The code buffer contains ``code_slots`` slots of ``code_depth`` words of K
+    codes, side by side in one memory. Its write port ``code_write`` writes up
+    to P codes of every slot per cycle: the codes of elements
+    ``index .. index + P - 1``, which lie in word ``index // K`` of each slot.
+    ``index`` must be a multiple of P, because the write port ignores its
+    remainder modulo P. The buffer must not be written while a command that
+    reads the same words runs, and ``code_slot`` must be below ``code_slots``.
 
     Padding trits are zero, so the accumulator width depends on the real
     columns only: a projection of ``cols`` columns needs ``max_fan_in >= cols``,
@@ -83,7 +84,9 @@ class MatVec(wiring.Component):
     weight_depth : int
         Words per weight bank.
     code_depth : int
-        Words of K codes in the code buffer.
+        Words of K codes in each slot of the code buffer.
+    code_slots : int
+        S, the slots of the code buffer (1 by default).
     code_write_width : int
         P, the codes per write. It must divide ``inputs``.
     max_fan_in : int
@@ -96,19 +99,19 @@ class MatVec(wiring.Component):
     Members
     -------
     command : ``In(stream.Signature(command_layout))``
-        Projections to run: ``weight_base``, ``row_groups``, ``col_tiles``, ``code_base``.
+        Projections to run: ``weight_base``, ``row_groups``, ``col_tiles``, ``code_slot``, ``code_base``.
     results : ``Out(stream.Signature(result_layout))``
         One beat per row group: ``accumulators`` (R signed values) and ``row_group``.
     busy : ``Out(1)``
         A command is running.
-    code_write : ``In(CodeWriteSignature(code_write_width, index_bits))``
+    code_write : ``In(CodeWriteSignature(code_write_width, index_bits, code_slots))``
         Code buffer write port.
     load_start, load_rows, load_data, load_busy, load_error
         The weight memory's loader, as in :class:`hw.weights.WeightMemory`.
     """
 
     def __init__(self, rows, inputs, *, weight_depth, code_depth, code_write_width, max_fan_in, acc_bits=None,
-                 weight_row_trits=None):
+                 weight_row_trits=None, code_slots=1):
         # Every parameter is checked before the engine and the weight memory
         # exist, so a rejected MatVec leaves no unelaborated submodule behind.
         check_positive_int("rows", rows)
@@ -116,6 +119,7 @@ class MatVec(wiring.Component):
         check_positive_int("weight_depth", weight_depth)
         check_positive_int("code_depth", code_depth)
         check_positive_int("code_write_width", code_write_width)
+        check_positive_int("code_slots", code_slots)
         if inputs % code_write_width:
             raise ValueError(f"`code_write_width` must divide `inputs` {inputs}, not {code_write_width!r}")
         resolve_acc_bits(max_fan_in, acc_bits)
@@ -127,12 +131,13 @@ class MatVec(wiring.Component):
         self._weight_depth = weight_depth
         self._code_depth = code_depth
         self._code_write_width = code_write_width
+        self._code_slots = code_slots
 
         super().__init__({
             "command": In(stream.Signature(self.command_layout)),
             "results": Out(stream.Signature(self.result_layout)),
             "busy": Out(1),
-            "code_write": In(CodeWriteSignature(code_write_width, self.code_index_bits)),
+            "code_write": In(CodeWriteSignature(code_write_width, self.code_index_bits, code_slots)),
             "load_start": In(stream.Signature(self._weights.row_addr_width)),
             "load_rows": In(self._weights.load_rows_width),
             "load_data": In(stream.Signature(8)),
@@ -155,6 +160,10 @@ class MatVec(wiring.Component):
     @property
     def code_depth(self):
         return self._code_depth
+
+    @property
+    def code_slots(self):
+        return self._code_slots
 
     @property
     def code_write_width(self):
@@ -180,6 +189,7 @@ class MatVec(wiring.Component):
             "weight_base": unsigned(self._weights.addr_width),
             "row_groups": unsigned(bits_for(self._weight_depth)),
             "col_tiles": unsigned(bits_for(self._code_depth)),
+            "code_slot": unsigned(bits_for(self._code_slots - 1)),
             "code_base": unsigned(self.code_addr_width),
         })
 
@@ -244,7 +254,7 @@ class MatVec(wiring.Component):
         m.d.comb += [
             engine.tiles.valid.eq(weights.read_data.valid),
             engine.tiles.payload.trits.eq(weights.read_data.payload),
-            engine.tiles.payload.codes.eq(code_read.data),
+            engine.tiles.payload.codes.eq(self._select_slot(code_read.data, command.code_slot)),
             engine.tiles.payload.first.eq(first_flag),
             engine.tiles.payload.last.eq(last_flag),
             weights.read_data.ready.eq(engine.tiles.ready),
@@ -279,13 +289,19 @@ class MatVec(wiring.Component):
                 m.d.sync += [issuing.eq(1), self.busy.eq(1)]
         return m
 
+    def _select_slot(self, word, slot):
+        """Return the K codes of ``slot`` in a code buffer word (``slot`` is constant during a command)."""
+        if self._code_slots == 1:
+            return word
+        return word.as_value().word_select(slot, self._inputs * nx.CODE_BITS)
+
     def _elaborate_code_buffer(self, m):
         """Add the code buffer with its write port and return its read port."""
-        inputs, width = self._inputs, self._code_write_width
-        # A few dozen words, each K codes wide: distributed RAM holds it in a
+        inputs, width, slots = self._inputs, self._code_write_width, self._code_slots
+        # A few dozen words, each S x K codes wide: distributed RAM stores it in a
         # few hundred LUTs, where block RAMs would be used to 1/8 of their depth.
-        buffer = Memory(shape=data.ArrayLayout(signed(nx.CODE_BITS), inputs), depth=self._code_depth, init=[],
-                        attrs={"ram_style": "distributed"})
+        buffer = Memory(shape=data.ArrayLayout(signed(nx.CODE_BITS), slots * inputs), depth=self._code_depth,
+                        init=[], attrs={"ram_style": "distributed"})
         m.submodules.code_buffer = buffer
         write = buffer.write_port(granularity=1)
         read = buffer.read_port()
@@ -298,10 +314,11 @@ class MatVec(wiring.Component):
             write.addr.eq(index // inputs),
             group.eq((index % inputs) // width),
         ]
-        for lane in range(inputs):
-            position = lane % width
-            m.d.comb += [
-                write.data[lane].eq(self.code_write.data[position]),
-                write.en[lane].eq(self.code_write.en[position] & (group == lane // width)),
-            ]
+        for slot in range(slots):
+            for lane in range(inputs):
+                position = slot * width + lane % width
+                m.d.comb += [
+                    write.data[slot * inputs + lane].eq(self.code_write.data[position]),
+                    write.en[slot * inputs + lane].eq(self.code_write.en[position] & (group == lane // width)),
+                ]
         return read

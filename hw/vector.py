@@ -411,9 +411,10 @@ class VectorUnit(wiring.Component):
     results : ``In(stream.Signature(result_layout))``
         The projection unit's accumulators: R signed values and ``row_group``
         per beat (the layout of :attr:`hw.matvec.MatVec.result_layout`).
-    code_write : ``Out(CodeWriteSignature(P, code_index_bits))``
-        QUANT writes the codes of element ``e`` to code-buffer element
-        ``code * K + e``.
+    code_write : ``Out(CodeWriteSignature(P, code_index_bits, SLOTS))``
+        QUANT writes the codes of element ``e`` of each slot ``s`` below
+        ``slots`` to element ``code * K + e`` of code-buffer slot ``s``, all
+        slots in the same cycle.
     host_write : ``In(HostWriteSignature)``
     host_read : ``In(HostReadSignature)``
     reset_state : ``In(1)``
@@ -493,7 +494,8 @@ class VectorUnit(wiring.Component):
             # of them, so the third is built in logic instead.
             "silu_h": Silu(table_in_logic=True),
         } for _ in range(lanes)]
-        self._quantize = QuantizeCode(width=nx.ACT_BITS, lanes=lanes)
+        # QUANT quantizes every slot in one pass; the slots share one table.
+        self._quantize = QuantizeCode(width=nx.ACT_BITS, lanes=lanes, vectors=SLOTS)
         self._scalar_unit = ScalarUnit()
 
         self._absmax = [Signal(32, name=f"absmax_{index}") for index in range(MAX_REGISTERS)]
@@ -509,7 +511,7 @@ class VectorUnit(wiring.Component):
             "token": In(32),
             "argmax": Out(32),
             "results": In(stream.Signature(self.result_layout)),
-            "code_write": Out(CodeWriteSignature(lanes, self._code_index_bits)),
+            "code_write": Out(CodeWriteSignature(lanes, self._code_index_bits, SLOTS)),
             "host_write": In(HostWriteSignature),
             "host_read": In(HostReadSignature),
             "reset_state": In(1),
@@ -900,7 +902,8 @@ class VectorUnit(wiring.Component):
                 ]
             with m.Case(Opcode.QUANT):
                 fields = instr.quant
-                m.d.comb += [c.quantize.load.eq(1), c.quantize.absmax.eq(zmax(fields.slot))]
+                m.d.comb += c.quantize.load.eq(1)
+                m.d.comb += [c.quantize.absmax[slot].eq(self._zmax[slot]) for slot in range(SLOTS)]
                 m.d.sync += [
                     c.remaining.eq(fields.count),
                     addresses["vec_read"].eq(word(fields.vec_src)),
@@ -1311,18 +1314,19 @@ class VectorUnit(wiring.Component):
             for lane in range(lanes):
                 m.d.comb += reducer.values[lane].eq(z[lane])
 
-        # QUANT: the codes of the slot's z.
+        # QUANT: the codes of each slot's z, for the slots below `slots`.
         quantize = c.quantize
-        for lane in range(lanes):
-            options = [z[lane] for z in outputs.z] + [C(0, 2 * nx.NORM_BITS)] * (4 - SLOTS)
-            chosen = _select(m, c.instr.quant.slot, options, signed(2 * nx.NORM_BITS), name=f"quant_z_{lane}")
-            m.d.comb += quantize.z[lane].eq(chosen)
+        assert stages["product"] + 1 >= quantize.setup_latency
+        for slot, z in enumerate(outputs.z):
+            for lane in range(lanes):
+                m.d.comb += quantize.z[slot * lanes + lane].eq(z[lane])
         codes_tap = pipeline[stages["codes"]]
         with m.If((opcode == Opcode.QUANT) & codes_tap.valid):
-            m.d.comb += self.code_write.en.eq(codes_tap.mask)
+            m.d.comb += self.code_write.en.eq(
+                Cat(Mux(slot < c.instr.quant.slots, codes_tap.mask, 0) for slot in range(SLOTS)))
         m.d.comb += self.code_write.index.eq(c.code_index)
-        for lane in range(lanes):
-            m.d.comb += self.code_write.data[lane].eq(quantize.code[lane])
+        for position, code in enumerate(quantize.code):
+            m.d.comb += self.code_write.data[position].eq(code)
 
         # ARGMAX reads the accumulators straight from stage MEMORY.
         argmax_tap = pipeline[stages["argmax"]]

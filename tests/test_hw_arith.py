@@ -278,6 +278,46 @@ def test_quantize_code_matches_golden(width, lanes, gap):
     assert mismatches == []
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_quantize_code_several_vectors(lanes):
+    # Three vectors side by side, each with its own absmax, sharing one table.
+    # Each load follows the previous round's last z by as little as the
+    # contract allows, and each round's z follow their load by setup_latency.
+    vectors = 3
+    dut = QuantizeCode(lanes=lanes, vectors=vectors)
+    assert (dut.latency, dut.setup_latency) == (5, vectors + 1)
+    pool = quantize_vectors(32, seed=lanes)
+    idle = {"load": 0, "absmax": [0] * vectors, "z": [[0] * lanes for _ in range(vectors)]}
+    cycles, expected = [dict(idle)], [None]
+    for first in range(0, len(pool) - vectors + 1, vectors):
+        chosen = pool[first:first + vectors]
+        groups = -(-max(len(z) for _, z in chosen) // lanes)
+        padded = [(absmax, (z + [0] * (groups * lanes))[:groups * lanes]) for absmax, z in chosen]
+        codes = [expected_codes(z, absmax).reshape(groups, lanes) for absmax, z in padded]
+        # The load comes one cycle before the previous round's last z, the earliest it may.
+        load = len(cycles) - 2 if first else 0
+        cycles[load] = dict(cycles[load], load=1, absmax=[absmax for absmax, _ in padded])
+        cycles += [dict(idle) for _ in range(load + dut.setup_latency - len(cycles))]
+        expected += [None] * (len(cycles) - len(expected))
+        for group in range(groups):
+            cycles.append(dict(idle, z=[z[group * lanes:(group + 1) * lanes] for _, z in padded]))
+            expected.append([[int(code) for code in vector[group]] for vector in codes])
+
+    inputs = [(dut.load, [c["load"] for c in cycles])]
+    inputs += [(dut.absmax[v], [c["absmax"][v] for c in cycles]) for v in range(vectors)]
+    inputs += [(dut.z[v * lanes + lane], [c["z"][v][lane] for c in cycles])
+               for v in range(vectors) for lane in range(lanes)]
+    results = stream(dut, inputs, list(dut.code))
+    codes = [list(row) for row in zip(*results)]
+    checked = 0
+    for cycle, want in enumerate(expected):
+        if want is not None:
+            got = [codes[cycle][v * lanes:(v + 1) * lanes] for v in range(vectors)]
+            assert got == want, f"cycle {cycle}"
+            checked += 1
+    assert checked > 100
+
+
 @pytest.mark.slow
 def test_quantize_code_every_16_bit_absmax():
     # Every absmax below 2**17, so every table entry and every left shift,

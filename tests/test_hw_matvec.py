@@ -54,11 +54,12 @@ async def receive_stream(ctx, port, count, rng, ready=1.0, convert=lambda payloa
 class Projection:
     """A projection placed in the weight memory and the code buffer, with its expected beats."""
 
-    def __init__(self, trits, codes, weight_base, code_base, rows, inputs):
+    def __init__(self, trits, codes, weight_base, code_base, rows, inputs, code_slot=0):
         self.trits = np.asarray(trits, dtype=np.int64)
         self.codes = np.asarray(codes, dtype=np.int64)
         self.weight_base = weight_base
         self.code_base = code_base
+        self.code_slot = code_slot
         matrix_rows, cols = self.trits.shape
         self.row_groups = -(-matrix_rows // rows)
         self.col_tiles = -(-cols // inputs)
@@ -72,7 +73,7 @@ class Projection:
     @property
     def command(self):
         return {"weight_base": self.weight_base, "row_groups": self.row_groups,
-                "col_tiles": self.col_tiles, "code_base": self.code_base}
+                "col_tiles": self.col_tiles, "code_slot": self.code_slot, "code_base": self.code_base}
 
 
 async def load_weights(ctx, matvec, projection, rng):
@@ -110,8 +111,39 @@ async def write_codes(ctx, matvec, projection, rng):
     ctx.set(matvec.code_write.en, 0)
 
 
-def run_matvec(matvec, projections, *, seed=0, idle=0.0, ready=1.0):
-    """Place ``projections``, run one command for each; return the received (row_group, accumulators)."""
+async def write_slot_codes(ctx, matvec, projections, rng):
+    """Write the codes of one projection per code slot, every slot in the same writes.
+
+    As in :func:`write_codes`, random codes go first, then the codes in two
+    passes with complementary random enables, now drawn per slot.
+    """
+    inputs, width, slots = matvec.inputs, matvec.code_write_width, matvec.code_slots
+    assert [projection.code_slot for projection in projections] == list(range(slots))
+    assert len({(projection.code_base, projection.col_tiles) for projection in projections}) == 1
+    first = projections[0]
+    count = first.col_tiles * inputs
+    codes = rng.integers(-nx.CODE_MAX, nx.CODE_MAX + 1, (slots, count))
+    for projection in projections:
+        codes[projection.code_slot, :len(projection.codes)] = projection.codes
+    junk = rng.integers(-nx.CODE_MAX, nx.CODE_MAX + 1, (slots, count))
+    every = (1 << slots * width) - 1
+    for element in range(0, count, width):
+        mask = int(rng.integers(0, every + 1))
+        for values, enables in [(junk, every), (codes, mask), (codes, ~mask & every)]:
+            ctx.set(matvec.code_write.index, first.code_base * inputs + element)
+            ctx.set(matvec.code_write.data, [int(code) for code in values[:, element:element + width].ravel()])
+            ctx.set(matvec.code_write.en, enables)
+            await ctx.tick()
+    ctx.set(matvec.code_write.en, 0)
+
+
+def run_matvec(matvec, projections, *, seed=0, idle=0.0, ready=1.0, slots_together=False, order=None):
+    """Place ``projections``, run one command for each; return the received (row_group, accumulators).
+
+    With ``slots_together`` the projections are one per code slot and their
+    codes are written together (:func:`write_slot_codes`). ``order`` lists
+    the projections' indices in the order their commands are sent.
+    """
     results = []
     total = sum(projection.row_groups for projection in projections)
 
@@ -119,9 +151,12 @@ def run_matvec(matvec, projections, *, seed=0, idle=0.0, ready=1.0):
         rng = np.random.default_rng(seed)
         for projection in projections:
             await load_weights(ctx, matvec, projection, rng)
-            await write_codes(ctx, matvec, projection, rng)
-        for projection in projections:
-            await send_stream(ctx, matvec.command, [projection.command], rng, idle=idle)
+            if not slots_together:
+                await write_codes(ctx, matvec, projection, rng)
+        if slots_together:
+            await write_slot_codes(ctx, matvec, projections, rng)
+        for index in order or range(len(projections)):
+            await send_stream(ctx, matvec.command, [projections[index].command], rng, idle=idle)
 
     async def monitor(ctx):
         def convert(payload):
@@ -155,6 +190,26 @@ def test_matvec_random_projections(rows, inputs, width):
                         weight_base=1 + first.words, code_base=first.col_tiles, rows=rows, inputs=inputs)
     projections = [first, second]
     assert run_matvec(matvec, projections, seed=1) == expected_results(projections)
+
+
+@pytest.mark.parametrize("rows, inputs, width", SHAPES)
+def test_matvec_code_slots(rows, inputs, width):
+    # Three code slots written in the same cycles, then one projection from each,
+    # in the order 2, 0, 1, so that each command must take its own slot's codes.
+    rng = np.random.default_rng(rows * 31 + inputs)
+    matvec = MatVec(rows, inputs, weight_depth=32, code_depth=4, code_write_width=width,
+                    max_fan_in=2 * inputs, code_slots=3)
+    projections, weight_base = [], 0
+    for slot in range(3):
+        projection = Projection(rng.integers(-1, 2, (rows + 1, 2 * inputs - 1)),
+                                rng.integers(-127, 128, 2 * inputs - 1), weight_base=weight_base,
+                                code_base=1, rows=rows, inputs=inputs, code_slot=slot)
+        projections.append(projection)
+        weight_base += projection.words
+
+    order = [2, 0, 1]
+    results = run_matvec(matvec, projections, seed=3, slots_together=True, order=order)
+    assert results == expected_results([projections[index] for index in order])
 
 
 @pytest.mark.parametrize("rows, inputs, width", SHAPES)

@@ -217,7 +217,8 @@ def run_core_program(program, token=0):
     dict(weights=0, row_groups=1, col_tiles=0, code=0),        # no tile: no accumulators would come back
     dict(weights=0, row_groups=0, col_tiles=1, code=0),
     dict(weights=60, row_groups=2, col_tiles=4, code=0),       # words 60..67 of a 64-word bank
-    dict(weights=0, row_groups=1, col_tiles=2, code=11),       # code words past the buffer
+    dict(weights=0, row_groups=1, col_tiles=2, code=3),        # code words past the slot's 4
+    dict(weights=0, row_groups=1, col_tiles=1, slot=3),        # a fourth code slot
 ])
 def test_core_rejects_matvec_outside_its_memories(fields):
     # A MATVEC that would reach past the weight banks or the code buffer, or run no
@@ -227,7 +228,7 @@ def test_core_rejects_matvec_outside_its_memories(fields):
 
 
 def test_core_runs_matvec_at_memory_end():
-    program = [encode(Opcode.MATVEC, weights=56, row_groups=2, col_tiles=4, code=8, acc_dst=0, dst_max=0),
+    program = [encode(Opcode.MATVEC, weights=56, row_groups=2, col_tiles=4, slot=2, code=0, acc_dst=0, dst_max=0),
                encode(Opcode.END)]
-    assert memory_sizes(CORE_FOR_REJECT)["code_words"] == 12
+    assert memory_sizes(CORE_FOR_REJECT)["code_words"] == 4
     assert run_core_program(program) == Status.OK

@@ -92,9 +92,11 @@ class Bench:
             if valid and ready:
                 beats.pop(0)
                 offered = False
-            for lane in range(self.lanes):
-                if enable >> lane & 1:
-                    self.codes[index + lane] = codes[lane]
+            for slot in range(self.codes.shape[0]):
+                for lane in range(self.lanes):
+                    position = slot * self.lanes + lane
+                    if enable >> position & 1:
+                        self.codes[slot, index + lane] = codes[position]
             if done:
                 ctx.set(unit.results.valid, 0)
                 assert not beats, f"{instr}: {len(beats)} beats were not taken"
