@@ -18,12 +18,14 @@ from hw.sequencer import RunStatus, Sequencer
 def run_program(program, token, unit_cycles=3, seed=0, program_depth=16):
     """Load ``program``, run it once; return (issued opcodes, outcome).
 
-    ``outcome`` contains the run's status and cycles, ``busy_after`` and, in
-    ``words``, the instruction word of every issued instruction.
+    ``outcome`` contains the run's status and cycles, ``busy_after``, in
+    ``words`` the instruction word of every issued instruction, and in
+    ``gaps`` the cycles from each ``unit_done`` to the next ``start``.
     """
     dut = Sequencer(program_depth=program_depth)
     rng = random.Random(seed)
-    issued, outcome = [], {"words": []}
+    issued, outcome = [], {"words": [], "gaps": []}
+    done_cycle = None
     cycle_limit = 500 + program_depth * (unit_cycles + 6)
 
     async def bench(ctx):
@@ -37,15 +39,23 @@ def run_program(program, token, unit_cycles=3, seed=0, program_depth=16):
         ctx.set(dut.run, 1)
         await ctx.tick()
         ctx.set(dut.run, 0)
-        for _ in range(cycle_limit):
+        nonlocal done_cycle
+        cycle = 0
+        while cycle < cycle_limit:
             if ctx.get(dut.start):
+                if done_cycle is not None:
+                    outcome["gaps"].append(cycle - done_cycle)
                 issued.append(Opcode(ctx.get(dut.instruction.embed.opcode)))
                 outcome["words"].append(ctx.get(dut.instruction.as_value()))
                 await ctx.tick()
+                cycle += 1
                 for _ in range(rng.randint(0, unit_cycles)):
                     await ctx.tick()
+                    cycle += 1
                 ctx.set(dut.unit_done, 1)
+                done_cycle = cycle
                 await ctx.tick()
+                cycle += 1
                 ctx.set(dut.unit_done, 0)
                 continue
             if ctx.get(dut.done):
@@ -53,6 +63,7 @@ def run_program(program, token, unit_cycles=3, seed=0, program_depth=16):
                 outcome["cycles"] = ctx.get(dut.cycles)
                 break
             await ctx.tick()
+            cycle += 1
         await ctx.tick()
         outcome["busy_after"] = ctx.get(dut.busy)
 
@@ -71,6 +82,16 @@ def test_runs_program_in_order():
     assert outcome["status"] == RunStatus.OK
     assert outcome["cycles"] > 4 * 3
     assert outcome["busy_after"] == 0
+
+
+@pytest.mark.parametrize("unit_cycles", [0, 5])
+def test_next_start_follows_done_by_one_cycle(unit_cycles):
+    # The next word is read while the unit runs, even when the unit is done
+    # in the cycle after its start.
+    program = [encode(Opcode.STATS, count=index) for index in range(6)] + [encode(Opcode.END)]
+    issued, outcome = run_program(program, token=0, unit_cycles=unit_cycles, seed=unit_cycles)
+    assert [decode(word).count for word in outcome["words"]] == list(range(6))
+    assert outcome["gaps"] == [1] * 5
 
 
 def test_unloaded_program_stops_at_once():
