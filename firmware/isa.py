@@ -154,7 +154,8 @@ class CoreParams:
         Engine rows (R) and trits per row per cycle (K, at least 5); lanes = R * K.
     vector_lanes : int
         Elements per cycle of the vector unit (P): a power of two that
-        divides ``rows`` and ``inputs``.
+        divides ``rows`` and ``inputs``. STATS and QUANT take
+        :attr:`quant_lanes` elements per cycle.
     max_hidden, max_intermediate, max_vocab, max_layers : int
         The largest model shape the memories hold.
     weight_depth : int
@@ -192,6 +193,21 @@ class CoreParams:
     @property
     def lanes(self):
         return self.rows * self.inputs
+
+    @property
+    def quant_lanes(self):
+        """Elements per cycle of STATS and QUANT: 2P where 2P divides K, else P.
+
+        These two passes need no table and no scale, so the vector unit gives
+        them P more lanes of their own. QUANT writes that many codes per
+        cycle, which must fill whole K-code words.
+        """
+        wide = 2 * self.vector_lanes
+        return wide if self.inputs % wide == 0 else self.vector_lanes
+
+    def quant_padded(self, count):
+        """Round an element count up to a whole number of :attr:`quant_lanes` groups."""
+        return -(-count // self.quant_lanes) * self.quant_lanes
 
     @property
     def max_fan_in(self):

@@ -62,11 +62,12 @@ class ModelLayout:
 
     @property
     def const_entries(self):
-        return max(base for base in self.stage_const.values()) + self.core.padded(self.config.max_fan_in)
+        return max(base for base in self.stage_const.values()) + self.core.quant_padded(self.config.max_fan_in)
 
     @property
     def vec_entries(self):
-        return max(self.vec.values()) + self.core.padded(max(self.config.hidden_size, self.config.intermediate_size))
+        return max(self.vec.values()) + self.core.quant_padded(max(self.config.hidden_size,
+                                                                   self.config.intermediate_size))
 
     @property
     def acc_entries(self):
@@ -107,12 +108,13 @@ def plan(config: ModelConfig, core: CoreParams):
     for stage_name, _, proj_names in stage_layout(config):
         layout.stage_const[stage_name] = const
         fan_in = I if stage_name.endswith(".down") else H
-        const += core.padded(fan_in)
+        const += core.quant_padded(fan_in)
 
     vec = 0
+    # STATS and QUANT read quant_lanes elements per cycle, so every vector starts on such a group.
     for name, length in (("x", H), ("silu_h", H), ("mixed", H), ("silu_gate", I), ("product", I)):
         layout.vec[name] = vec
-        vec += core.padded(length)
+        vec += core.quant_padded(length)
 
     acc = 0
     for name, length in (("f", H), ("i", H), ("g", H), ("o", H), ("gate", I), ("up", I), ("down", H),

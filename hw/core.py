@@ -58,7 +58,7 @@ class Core(wiring.Component):
         self._sequencer = Sequencer(core.program_depth)
         sizes = memory_sizes(core)
         self._matvec = MatVec(core.rows, core.inputs, weight_depth=core.weight_depth,
-                              code_depth=sizes["code_words"], code_write_width=core.vector_lanes,
+                              code_depth=sizes["code_words"], code_write_width=core.quant_lanes,
                               max_fan_in=core.max_fan_in, acc_bits=core.acc_bits,
                               weight_row_trits=core.weight_row_trits, code_slots=SLOTS)
         self._vector = VectorUnit(core)

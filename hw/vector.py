@@ -327,6 +327,9 @@ class VectorUnit(wiring.Component):
 
     - Vector base addresses (``vec_*``, ``acc_*``, ``state``, ``const``) are
       element addresses and must be multiples of P; their low bits are ignored.
+      STATS and QUANT take :attr:`quant_lanes` (2P where 2P divides K)
+      elements per cycle, so their ``vec_src`` and ``const`` must be
+      multiples of ``quant_lanes``, as :func:`firmware.layout.plan` places them.
     - EMBED reads the embedding row of ``token`` at element
       ``token * padded(count)``, the row stride of :func:`firmware.layout.plan`
       (``padded`` rounds up to a multiple of P). It saturates its results to
@@ -342,7 +345,8 @@ class VectorUnit(wiring.Component):
       low 10 bits (:data:`~hw.arith.ScalarLayout`).
 
     Cycle counts, from the cycle of ``start`` to the cycle of ``done``, with
-    ``G = max(1, ceil(count / P))`` groups and the latencies A of
+    ``G = max(1, ceil(count / P))`` groups (``ceil(count / quant_lanes)``
+    for STATS and QUANT) and the latencies A of
     :class:`~hw.arith.ApplyScale`, N of :class:`~hw.arith.Norm16`, L of
     :class:`~hw.arith.Silu`, Q of :class:`~hw.arith.QuantizeCode` and U of
     :class:`~hw.scalar.ScalarUnit`:
@@ -436,17 +440,22 @@ class VectorUnit(wiring.Component):
         self._core = core
         self._lanes = lanes
         self._lane_bits = exact_log2(lanes)
+        # STATS and QUANT take Q = quant_lanes elements per cycle: VEC and CONST
+        # words are Q elements wide, and the other passes use one P-group of a VEC word.
+        self._quant_lanes = quant_lanes = core.quant_lanes
+        self._quant_bits = exact_log2(quant_lanes)
+        self._vec_ratio_bits = exact_log2(quant_lanes // lanes)
         self._acc_bits = core.acc_bits
         self._sizes = sizes = memory_sizes(core)
         self._code_index_bits = max(1, ceil_log2(sizes["code_words"] * core.inputs))
 
-        def words(entries):
-            return max(1, -(-entries // lanes))
+        def words(entries, width=lanes):
+            return max(1, -(-entries // width))
 
-        def init(name, values, element_bits, depth):
+        def init(name, values, element_bits, depth, width=lanes):
             if image is None:
                 return []
-            return _pack_words(values, element_bits, lanes, depth, name)
+            return _pack_words(values, element_bits, width, depth, name)
 
         const_element_bits = CONST_FIELD_BITS * CONST_FIELDS
         const_values = []
@@ -462,15 +471,17 @@ class VectorUnit(wiring.Component):
                 raise ValueError(f"the image's scalars need {len(scalar_values)} words, but the memory has "
                                  f"{sizes['scalars']}; build the core with maxima that fit the model")
 
-        self._vec = Memory(shape=data.ArrayLayout(signed(nx.ACT_BITS), lanes), depth=words(sizes["vec"]), init=[])
+        self._vec = Memory(shape=data.ArrayLayout(signed(nx.ACT_BITS), quant_lanes),
+                           depth=words(sizes["vec"], quant_lanes), init=[])
         self._acc_lanes = acc_lanes = accumulator_word_lanes(core)
         self._acc_ratio_bits = exact_log2(acc_lanes // lanes)
         self._acc = Memory(shape=data.ArrayLayout(signed(self._acc_bits), acc_lanes),
                            depth=max(1, -(-sizes["acc"] // acc_lanes)),
                            init=[])
         self._state = Memory(shape=unsigned(nx.ACT_BITS * lanes), depth=words(sizes["state"]), init=[])
-        self._const = Memory(shape=unsigned(const_element_bits * lanes), depth=words(sizes["const"]),
-                             init=init("constants", const_values, const_element_bits, words(sizes["const"])))
+        const_words = words(sizes["const"], quant_lanes)
+        self._const = Memory(shape=unsigned(const_element_bits * quant_lanes), depth=const_words,
+                             init=init("constants", const_values, const_element_bits, const_words, quant_lanes))
         # One word per layer and vector word: shallow, so distributed RAM.
         self._lower_bounds = Memory(
             shape=unsigned(nx.NORM_BITS * lanes), depth=words(sizes["state"]), attrs={"ram_style": "distributed"},
@@ -494,8 +505,10 @@ class VectorUnit(wiring.Component):
             # of them, so the third is built in logic instead.
             "silu_h": Silu(table_in_logic=True),
         } for _ in range(lanes)]
+        # Lanes P .. Q - 1 serve STATS and QUANT only.
+        self._quant_units = [{"norm_vec": Norm16(nx.ACT_BITS)} for _ in range(quant_lanes - lanes)]
         # QUANT quantizes every slot in one pass; the slots share one table.
-        self._quantize = QuantizeCode(width=nx.ACT_BITS, lanes=lanes, vectors=SLOTS)
+        self._quantize = QuantizeCode(width=nx.ACT_BITS, lanes=quant_lanes, vectors=SLOTS)
         self._scalar_unit = ScalarUnit()
 
         self._absmax = [Signal(32, name=f"absmax_{index}") for index in range(MAX_REGISTERS)]
@@ -511,7 +524,7 @@ class VectorUnit(wiring.Component):
             "token": In(32),
             "argmax": Out(32),
             "results": In(stream.Signature(self.result_layout)),
-            "code_write": Out(CodeWriteSignature(lanes, self._code_index_bits, SLOTS)),
+            "code_write": Out(CodeWriteSignature(quant_lanes, self._code_index_bits, SLOTS)),
             "host_write": In(HostWriteSignature),
             "host_read": In(HostReadSignature),
             "reset_state": In(1),
@@ -547,6 +560,11 @@ class VectorUnit(wiring.Component):
     def acc_lanes(self):
         """Accumulators per word of the ACC memory (:func:`accumulator_word_lanes`)."""
         return self._acc_lanes
+
+    @property
+    def quant_lanes(self):
+        """Elements per cycle of STATS and QUANT, and per word of VEC and CONST (Q, :attr:`CoreParams.quant_lanes`)."""
+        return self._quant_lanes
 
     @property
     def registers(self):
@@ -607,12 +625,13 @@ class VectorUnit(wiring.Component):
         as soon as the unit is ready for it.
         """
         stages = self._stages()
-        groups = max(1, -(-count // self._lanes))
+        opcode = Opcode(opcode)
+        lanes = self._quant_lanes if opcode in (Opcode.STATS, Opcode.QUANT) else self._lanes
+        groups = max(1, -(-count // lanes))
         # Start latches the instruction, setup takes one cycle, the last group
         # is issued in cycle 1 + groups, and done follows the final result by one cycle.
         issue = 1 + groups
         absmax = _AbsMaxReducer.latency + 1
-        opcode = Opcode(opcode)
         if opcode == Opcode.EMBED:
             return issue + stages["embed"] + absmax
         if opcode == Opcode.STATS:
@@ -717,15 +736,21 @@ class VectorUnit(wiring.Component):
                         finish()
 
             with m.State("RUN"):
-                last = c.remaining <= lanes
+                # STATS and QUANT (`wide`) issue Q elements per cycle, the other passes P.
+                step = Mux(c.wide, self._quant_lanes, lanes)
+                last = c.remaining <= step
                 m.d.comb += [
                     c.pipeline[0].valid.eq(1),
                     c.pipeline[0].last.eq(last),
-                    c.pipeline[0].mask.eq(Cat(c.remaining > lane for lane in range(lanes))),
+                    c.pipeline[0].mask.eq(Cat((c.remaining > lane) & (c.wide | (lane < lanes))
+                                              for lane in range(self._quant_lanes))),
                 ]
-                m.d.sync += c.remaining.eq(c.remaining - lanes)
-                for address in c.read_addresses.values():
-                    m.d.sync += address.eq(address + 1)
+                m.d.sync += c.remaining.eq(c.remaining - step)
+                for name, address in c.read_addresses.items():
+                    if name == "vec_read":
+                        m.d.sync += address.eq(address + Mux(c.wide, 1 << self._vec_ratio_bits, 1))
+                    else:
+                        m.d.sync += address.eq(address + 1)
                 with m.If(last):
                     m.next = "DRAIN"
 
@@ -784,10 +809,12 @@ class VectorUnit(wiring.Component):
 
         # It reduces vector writes (P elements) and MATVEC's ACC writes (a word of accumulators).
         m.submodules.absmax_reducer = c.absmax_reducer = _AbsMaxReducer(self._acc_lanes, 32)
-        m.submodules.sumsq_reducer = c.sumsq_reducer = _SumReducer(lanes, 2 * (nx.NORM_BITS + 1), nx.SUMSQ_BITS)
+        quant_lanes = self._quant_lanes
+        m.submodules.sumsq_reducer = c.sumsq_reducer = _SumReducer(quant_lanes, 2 * (nx.NORM_BITS + 1),
+                                                                   nx.SUMSQ_BITS)
         c.zmax_reducers = []
         for slot in range(SLOTS):
-            reducer = _AbsMaxReducer(lanes, 32)
+            reducer = _AbsMaxReducer(quant_lanes, 32)
             m.submodules[f"zmax_reducer_{slot}"] = reducer
             c.zmax_reducers.append(reducer)
         m.submodules.argmax_reducer = c.argmax_reducer = _ArgMaxReducer(lanes, self._acc_bits)
@@ -803,11 +830,16 @@ class VectorUnit(wiring.Component):
         # Loaded in SETUP: the elements still to issue, the read and write
         # addresses (word addresses), the norm16 shifts, the scales and EMBED's shift.
         c.remaining = Signal(range((1 << 16) + 1))
-        # Addresses count groups of P elements. An ACC word contains 2 ** acc_ratio_bits groups.
-        c.read_addresses = {name: Signal(len(ports[name].addr) + (self._acc_ratio_bits if name in ACC_READS else 0),
+        # Addresses count groups of P elements, except CONST's, which counts
+        # words of Q. An ACC word contains 2 ** acc_ratio_bits groups and a VEC
+        # word 2 ** vec_ratio_bits.
+        c.group_ratio_bits = {"acc_a": self._acc_ratio_bits, "acc_b": self._acc_ratio_bits,
+                              "vec_read": self._vec_ratio_bits}
+        c.read_addresses = {name: Signal(len(ports[name].addr) + c.group_ratio_bits.get(name, 0),
                                          name=f"{name}_address")
                             for name in ("vec_read", "acc_a", "acc_b", "state_read", "const_read", "embed_read")}
-        c.vec_write_address = Signal(len(ports["vec_write"].addr))
+        c.vec_write_address = Signal(len(ports["vec_write"].addr) + self._vec_ratio_bits)
+        c.wide = Signal()
         c.state_write_address = Signal(len(ports["state_write"].addr))
         c.code_index = Signal(self._code_index_bits)
         c.vec_shift = Signal(range(-nx.NORM_BITS, 32 + 1))
@@ -822,7 +854,7 @@ class VectorUnit(wiring.Component):
         c.reset_address = Signal(len(ports["state_write"].addr))
 
         # The control pipeline: pipeline[k] belongs to the group issued k cycles ago.
-        layout = _control_layout(lanes)
+        layout = _control_layout(quant_lanes)
         c.pipeline = [Signal(layout, name="pipeline_0")]
         for stage in range(1, max(stages.values()) + 1):
             register = Signal(layout, name=f"pipeline_{stage}")
@@ -873,6 +905,7 @@ class VectorUnit(wiring.Component):
             # The slot fields have room for a fourth slot, which reads as 0.
             return _select(m, index, self._zmax + [C(0, 32)] * (4 - SLOTS), 32, name=None)
 
+        m.d.sync += c.wide.eq((c.opcode == Opcode.STATS) | (c.opcode == Opcode.QUANT))
         with m.Switch(c.opcode):
             with m.Case(Opcode.EMBED):
                 fields = instr.embed
@@ -897,7 +930,7 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [
                     c.remaining.eq(fields.count),
                     addresses["vec_read"].eq(word(fields.vec_src)),
-                    addresses["const_read"].eq(word(fields.const)),
+                    addresses["const_read"].eq(fields.const[self._quant_bits:]),
                     c.vec_shift.eq(absmax(fields.src_max)),
                 ]
             with m.Case(Opcode.QUANT):
@@ -907,7 +940,7 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [
                     c.remaining.eq(fields.count),
                     addresses["vec_read"].eq(word(fields.vec_src)),
-                    addresses["const_read"].eq(word(fields.const)),
+                    addresses["const_read"].eq(fields.const[self._quant_bits:]),
                     c.vec_shift.eq(absmax(fields.src_max)),
                     c.code_index.eq(_multiply_by_constant(fields.code, self._core.inputs)),
                 ]
@@ -1083,7 +1116,7 @@ class VectorUnit(wiring.Component):
         with m.If(c.pipeline[c.stages["state"]].valid):
             m.d.sync += c.state_write_address.eq(c.state_write_address + 1)
         with m.If(c.pipeline[c.stages["codes"]].valid):
-            m.d.sync += c.code_index.eq(c.code_index + self._lanes)
+            m.d.sync += c.code_index.eq(c.code_index + self._quant_lanes)
 
     def _elaborate_datapath(self, m, ports, c):
         """Add the per-lane arithmetic of every pass and drive the memory writes and reducers."""
@@ -1095,11 +1128,14 @@ class VectorUnit(wiring.Component):
             vec={op: Signal(vector, name=f"{op.name.lower()}_result")
                  for op in (Opcode.EMBED, Opcode.MUL2, Opcode.SILU, Opcode.RESID, Opcode.GATES)},
             new_state=Signal(vector),
-            squares=Signal(data.ArrayLayout(unsigned(2 * (nx.NORM_BITS + 1)), lanes)),
-            z=[Signal(data.ArrayLayout(signed(2 * nx.NORM_BITS), lanes), name=f"z{slot}") for slot in range(SLOTS)],
+            squares=Signal(data.ArrayLayout(unsigned(2 * (nx.NORM_BITS + 1)), self._quant_lanes)),
+            z=[Signal(data.ArrayLayout(signed(2 * nx.NORM_BITS), self._quant_lanes), name=f"z{slot}")
+               for slot in range(SLOTS)],
         )
         for lane in range(lanes):
             self._elaborate_lane(m, lane, c, inputs, outputs)
+        for lane in range(lanes, self._quant_lanes):
+            self._elaborate_quant_lane(m, lane, c, inputs, outputs)
 
         self._elaborate_pass_outputs(m, ports, c, inputs, outputs)
 
@@ -1108,22 +1144,25 @@ class VectorUnit(wiring.Component):
         lanes = self._lanes
         # The host port overrides these addresses while the unit is idle: the
         # memories' own, and the group address of ACC's first read port.
-        c.acc_groups = {name: Signal.like(c.read_addresses[name], name=f"{name}_group") for name in ACC_READS}
+        c.acc_groups = {name: Signal.like(c.read_addresses[name], name=f"{name}_group")
+                        for name in c.group_ratio_bits}
         for name, address in c.read_addresses.items():
-            if name in ACC_READS:
+            if name in c.group_ratio_bits:
                 m.d.comb += c.acc_groups[name].eq(address)
             else:
                 m.d.comb += ports[name].addr.eq(address)
-        # A read of ACC takes the word that contains the group and then selects
-        # the group in the cycle that the word arrives.
-        ratio_bits = self._acc_ratio_bits
+        # A read of ACC or VEC takes the word that contains the group and then
+        # selects the group in the cycle that the word arrives. STATS and QUANT
+        # read whole VEC words, from group addresses that are multiples of Q / P.
         acc_groups = {}
         for name, group in c.acc_groups.items():
+            ratio_bits = c.group_ratio_bits[name]
+            element_bits = len(ports[name].data.as_value()) // (lanes << ratio_bits)
             m.d.comb += ports[name].addr.eq(group >> ratio_bits)
             if ratio_bits:
                 select = Signal(ratio_bits, name=f"{name}_select")
                 m.d.sync += select.eq(group[:ratio_bits])
-                acc_groups[name] = ports[name].data.as_value().word_select(select, lanes * self._acc_bits)
+                acc_groups[name] = ports[name].data.as_value().word_select(select, lanes * element_bits)
             else:
                 acc_groups[name] = ports[name].data
         m.d.comb += [
@@ -1137,16 +1176,18 @@ class VectorUnit(wiring.Component):
         })
         inputs = SimpleNamespace(
             vec=Signal(data.ArrayLayout(signed(nx.ACT_BITS), lanes), name="vec_data"),
+            vec_word=Signal(data.ArrayLayout(signed(nx.ACT_BITS), self._quant_lanes), name="vec_word"),
             acc_a=Signal(data.ArrayLayout(signed(self._acc_bits), lanes)),
             acc_b=Signal(data.ArrayLayout(signed(self._acc_bits), lanes)),
             state=Signal(data.ArrayLayout(signed(nx.ACT_BITS), lanes)),
-            const=Signal(data.ArrayLayout(const_layout, lanes)),
+            const=Signal(data.ArrayLayout(const_layout, self._quant_lanes)),
             lower_bounds=Signal(data.ArrayLayout(unsigned(nx.NORM_BITS), lanes)),
             embed=Signal(data.ArrayLayout(signed(nx.NORM_BITS), lanes)),
             scalar=Signal(len(ports["scalars_read"].data)),
         )
         m.d.sync += [
-            inputs.vec.eq(ports["vec_read"].data),
+            inputs.vec.eq(acc_groups["vec_read"]),
+            inputs.vec_word.eq(ports["vec_read"].data),
             inputs.acc_a.eq(acc_groups["acc_a"]),
             inputs.acc_b.eq(acc_groups["acc_b"]),
             inputs.state.eq(ports["state_read"].data),
@@ -1193,13 +1234,8 @@ class VectorUnit(wiring.Component):
         # normalized operands); three more give z = vs * c for each slot.
         const = delay(inputs.const[lane], memory, stages["normalized"], "const")
         other = Mux(c.opcode == Opcode.MUL2, norm_acc.normalized, const.n)
-        product = Signal(signed(2 * nx.NORM_BITS), name=f"product_lane{lane}")
-        m.d.sync += product.eq(norm_vec.normalized * other)
-        for slot in range(SLOTS):
-            m.d.sync += outputs.z[slot][lane].eq(norm_vec.normalized * const[f"c{slot}"])
+        product = self._elaborate_stats_products(m, lane, norm_vec.normalized, const, other, outputs)
         m.d.comb += outputs.vec[Opcode.MUL2][lane].eq(product)
-        w = product >> nx.W_SHIFT
-        m.d.sync += outputs.squares[lane].eq((w * w).as_unsigned())
 
         # SILU, and the input of GATES: silu(apply_scale(acc, scale)).
         apply_a, silu_a = units["apply_a"], units["silu_a"]
@@ -1256,6 +1292,28 @@ class VectorUnit(wiring.Component):
             outputs.vec[Opcode.GATES][lane].eq(silu_h.silu),
         ]
 
+    @staticmethod
+    def _elaborate_stats_products(m, lane, normalized, const, other, outputs):
+        """Add a lane's products of STATS and QUANT: ``normalized * other``, each z and the square; return the first."""
+        product = Signal(signed(2 * nx.NORM_BITS), name=f"product_lane{lane}")
+        m.d.sync += product.eq(normalized * other)
+        for slot in range(SLOTS):
+            m.d.sync += outputs.z[slot][lane].eq(normalized * const[f"c{slot}"])
+        w = product >> nx.W_SHIFT
+        m.d.sync += outputs.squares[lane].eq((w * w).as_unsigned())
+        return product
+
+    def _elaborate_quant_lane(self, m, lane, c, inputs, outputs):
+        """Add a lane that serves STATS and QUANT only (lanes P to Q - 1)."""
+        norm_vec = self._quant_units[lane - self._lanes]["norm_vec"]
+        m.submodules[f"norm_vec_{lane}"] = norm_vec
+        m.d.comb += [
+            norm_vec.value.eq(inputs.vec_word[lane]),
+            norm_vec.shift.eq(c.vec_shift),
+        ]
+        const = _delay(m, inputs.const[lane], c.stages["normalized"] - self.MEMORY, f"const_lane{lane}")
+        self._elaborate_stats_products(m, lane, norm_vec.normalized, const, const.n, outputs)
+
     def _elaborate_pass_outputs(self, m, ports, c, inputs, outputs):
         """Connect each pass's results, at the pass's own stage, to its memory writes and reducers."""
         lanes = self._lanes
@@ -1278,12 +1336,18 @@ class VectorUnit(wiring.Component):
                         c.vec_stream.eq(pipeline[stage]),
                         c.vec_values.eq(outputs.vec[op]),
                     ]
+        # A pass writes one P-group of a VEC word.
         vec_write = ports["vec_write"]
+        ratio_bits = self._vec_ratio_bits
+        group_enable = Mux(c.vec_stream.valid, c.vec_stream.mask[:lanes], 0)
         m.d.comb += [
-            vec_write.en.eq(Mux(c.vec_stream.valid, c.vec_stream.mask, 0)),
-            vec_write.addr.eq(c.vec_write_address),
-            vec_write.data.eq(c.vec_values),
+            vec_write.addr.eq(c.vec_write_address >> ratio_bits),
+            vec_write.data.eq(c.vec_values.as_value().replicate(1 << ratio_bits)),
         ]
+        if ratio_bits:
+            m.d.comb += vec_write.en.eq(group_enable << (c.vec_write_address[:ratio_bits] * lanes))
+        else:
+            m.d.comb += vec_write.en.eq(group_enable)
 
         # GATES writes the new state; each lane's mask bit enables its four bytes.
         state_tap = pipeline[stages["state"]]
@@ -1311,15 +1375,15 @@ class VectorUnit(wiring.Component):
                 reducer.last.eq(product_tap.last),
                 reducer.mask.eq(product_tap.mask),
             ]
-            for lane in range(lanes):
+            for lane in range(self._quant_lanes):
                 m.d.comb += reducer.values[lane].eq(z[lane])
 
         # QUANT: the codes of each slot's z, for the slots below `slots`.
         quantize = c.quantize
         assert stages["product"] + 1 >= quantize.setup_latency
         for slot, z in enumerate(outputs.z):
-            for lane in range(lanes):
-                m.d.comb += quantize.z[slot * lanes + lane].eq(z[lane])
+            for lane in range(self._quant_lanes):
+                m.d.comb += quantize.z[slot * self._quant_lanes + lane].eq(z[lane])
         codes_tap = pipeline[stages["codes"]]
         with m.If((opcode == Opcode.QUANT) & codes_tap.valid):
             m.d.comb += self.code_write.en.eq(
@@ -1355,8 +1419,9 @@ class VectorUnit(wiring.Component):
         ]
 
         def offset_bits(target):
-            # A SCALARS word contains one element, and a word of every other memory contains P.
-            return exact_log2(HOST_ELEMENT_BYTES[target] * (1 if target == Target.SCALARS else lanes))
+            # A SCALARS word contains one element, a CONST word Q and a word of every other memory P.
+            elements = {Target.SCALARS: 1, Target.VECTORS: self._quant_lanes}.get(target, lanes)
+            return exact_log2(HOST_ELEMENT_BYTES[target] * elements)
 
         for target, memory, write_name, read_name in targets:
             shift = offset_bits(target)

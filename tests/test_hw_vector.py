@@ -92,9 +92,10 @@ class Bench:
             if valid and ready:
                 beats.pop(0)
                 offered = False
+            width = unit.quant_lanes
             for slot in range(self.codes.shape[0]):
-                for lane in range(self.lanes):
-                    position = slot * self.lanes + lane
+                for lane in range(width):
+                    position = slot * width + lane
                     if enable >> position & 1:
                         self.codes[slot, index + lane] = codes[position]
             if done:
@@ -106,7 +107,7 @@ class Bench:
     def read_vec(self, ctx):
         memory = self.unit.memories["vec"]
         return np.array([ctx.get(memory.data[word])[lane] for word in range(memory.depth)
-                         for lane in range(self.lanes)], dtype=np.int64)
+                         for lane in range(self.unit.quant_lanes)], dtype=np.int64)
 
     def read_acc(self, ctx):
         memory = self.unit.memories["acc"]
@@ -279,11 +280,10 @@ def test_vector_unit_resid_saturates(image):
         bench.model.vec[vec_base:vec_base + 16] = 12345
         bench.model.vec[vec_base:vec_base + count] = residual
         bench.model.acc[acc_base:acc_base + count] = acc
-        for word in range(4):
-            ctx.set(vec_memory.data[vec_base // 4 + word],
-                    [int(value) for value in bench.model.vec[vec_base + 4 * word:vec_base + 4 * word + 4]])
-            ctx.set(acc_memory.data[acc_base // 4 + word],
-                    [int(value) for value in bench.model.acc[acc_base + 4 * word:acc_base + 4 * word + 4]])
+        for memory, values, base in ((vec_memory, bench.model.vec, vec_base), (acc_memory, bench.model.acc, acc_base)):
+            width = memory.shape.length
+            for word in range(base // width, (base + 16) // width):
+                ctx.set(memory.data[word], [int(value) for value in values[width * word:width * (word + 1)]])
         ctx.set(unit.registers["scale"][3], {"mantissa": scale.mantissa, "exponent": scale.exponent})
         bench.model.scale[3] = scale
 
