@@ -505,8 +505,12 @@ class VectorUnit(wiring.Component):
             # of them, so the third is built in logic instead.
             "silu_h": Silu(table_in_logic=True),
         } for _ in range(lanes)]
-        # Lanes P .. Q - 1 serve STATS and QUANT only.
-        self._quant_units = [{"norm_vec": Norm16(nx.ACT_BITS)} for _ in range(quant_lanes - lanes)]
+        # MUL2 takes Q elements per cycle too where an ACC word contains Q accumulators.
+        self._wide_mul2 = quant_lanes > lanes and self._acc_lanes >= quant_lanes
+        # Lanes P .. Q - 1 serve STATS, QUANT and, where it is wide, MUL2.
+        self._quant_units = [{"norm_vec": Norm16(nx.ACT_BITS),
+                              **({"norm_acc": Norm16(self._acc_bits)} if self._wide_mul2 else {})}
+                             for _ in range(quant_lanes - lanes)]
         # QUANT quantizes every slot in one pass; the slots share one table.
         self._quantize = QuantizeCode(width=nx.ACT_BITS, lanes=quant_lanes, vectors=SLOTS)
         self._scalar_unit = ScalarUnit()
@@ -560,6 +564,11 @@ class VectorUnit(wiring.Component):
     def acc_lanes(self):
         """Accumulators per word of the ACC memory (:func:`accumulator_word_lanes`)."""
         return self._acc_lanes
+
+    @property
+    def wide_mul2(self):
+        """Whether MUL2 takes :attr:`quant_lanes` elements per cycle (an ACC word contains at least that many)."""
+        return self._wide_mul2
 
     @property
     def quant_lanes(self):
@@ -617,6 +626,10 @@ class VectorUnit(wiring.Component):
         stages["argmax"] = memory
         return stages
 
+    def _is_wide(self, opcode):
+        """Return whether a pass of ``opcode`` takes :attr:`quant_lanes` elements per cycle."""
+        return opcode in (Opcode.STATS, Opcode.QUANT) or (opcode == Opcode.MUL2 and self._wide_mul2)
+
     def cycles(self, opcode, count=0, row_groups=0):
         """Return the cycles from ``start`` to ``done`` of one instruction.
 
@@ -626,7 +639,7 @@ class VectorUnit(wiring.Component):
         """
         stages = self._stages()
         opcode = Opcode(opcode)
-        lanes = self._quant_lanes if opcode in (Opcode.STATS, Opcode.QUANT) else self._lanes
+        lanes = self._quant_lanes if self._is_wide(opcode) else self._lanes
         groups = max(1, -(-count // lanes))
         # Start latches the instruction, setup takes one cycle, the last group
         # is issued in cycle 1 + groups, and done follows the final result by one cycle.
@@ -747,7 +760,7 @@ class VectorUnit(wiring.Component):
                 ]
                 m.d.sync += c.remaining.eq(c.remaining - step)
                 for name, address in c.read_addresses.items():
-                    if name == "vec_read":
+                    if name in ("vec_read", "acc_a"):
                         m.d.sync += address.eq(address + Mux(c.wide, 1 << self._vec_ratio_bits, 1))
                     else:
                         m.d.sync += address.eq(address + 1)
@@ -875,7 +888,7 @@ class VectorUnit(wiring.Component):
 
         # The vector write of the running pass, valid at the pass's own stage.
         c.vec_stream = Signal(layout)
-        c.vec_values = Signal(data.ArrayLayout(signed(nx.ACT_BITS), lanes))
+        c.vec_values = Signal(data.ArrayLayout(signed(nx.ACT_BITS), quant_lanes))
         return c
 
     def _word(self, address):
@@ -905,7 +918,8 @@ class VectorUnit(wiring.Component):
             # The slot fields have room for a fourth slot, which reads as 0.
             return _select(m, index, self._zmax + [C(0, 32)] * (4 - SLOTS), 32, name=None)
 
-        m.d.sync += c.wide.eq((c.opcode == Opcode.STATS) | (c.opcode == Opcode.QUANT))
+        wide_ops = [Opcode.STATS, Opcode.QUANT] + ([Opcode.MUL2] if self._wide_mul2 else [])
+        m.d.sync += c.wide.eq(Cat(c.opcode == op for op in wide_ops).any())
         with m.Switch(c.opcode):
             with m.Case(Opcode.EMBED):
                 fields = instr.embed
@@ -1106,13 +1120,13 @@ class VectorUnit(wiring.Component):
                 reducer.last.eq(c.vec_stream.last),
                 reducer.mask.eq(c.vec_stream.mask),
             ]
-            for lane in range(self._lanes):
+            for lane in range(min(self._quant_lanes, lanes)):
                 m.d.comb += reducer.values[lane].eq(c.vec_values[lane])
 
     def _elaborate_write_streams(self, m, c):
         """Advance the write address of each write stream after every group it writes."""
         with m.If(c.vec_stream.valid):
-            m.d.sync += c.vec_write_address.eq(c.vec_write_address + 1)
+            m.d.sync += c.vec_write_address.eq(c.vec_write_address + Mux(c.wide, 1 << self._vec_ratio_bits, 1))
         with m.If(c.pipeline[c.stages["state"]].valid):
             m.d.sync += c.state_write_address.eq(c.state_write_address + 1)
         with m.If(c.pipeline[c.stages["codes"]].valid):
@@ -1126,12 +1140,14 @@ class VectorUnit(wiring.Component):
         vector = data.ArrayLayout(signed(nx.ACT_BITS), lanes)
         outputs = SimpleNamespace(
             vec={op: Signal(vector, name=f"{op.name.lower()}_result")
-                 for op in (Opcode.EMBED, Opcode.MUL2, Opcode.SILU, Opcode.RESID, Opcode.GATES)},
+                 for op in (Opcode.EMBED, Opcode.SILU, Opcode.RESID, Opcode.GATES)},
             new_state=Signal(vector),
             squares=Signal(data.ArrayLayout(unsigned(2 * (nx.NORM_BITS + 1)), self._quant_lanes)),
             z=[Signal(data.ArrayLayout(signed(2 * nx.NORM_BITS), self._quant_lanes), name=f"z{slot}")
                for slot in range(SLOTS)],
         )
+        outputs.vec[Opcode.MUL2] = Signal(data.ArrayLayout(signed(nx.ACT_BITS), self._quant_lanes),
+                                          name="mul2_result")
         for lane in range(lanes):
             self._elaborate_lane(m, lane, c, inputs, outputs)
         for lane in range(lanes, self._quant_lanes):
@@ -1165,6 +1181,13 @@ class VectorUnit(wiring.Component):
                 acc_groups[name] = ports[name].data.as_value().word_select(select, lanes * element_bits)
             else:
                 acc_groups[name] = ports[name].data
+        # A wide MUL2 reads Q accumulators of an ACC word, from group addresses that are multiples of Q / P.
+        quant_select_bits = self._acc_ratio_bits - self._vec_ratio_bits
+        acc_chunk = ports["acc_a"].data.as_value()
+        if self._wide_mul2 and quant_select_bits:
+            select = Signal(quant_select_bits, name="acc_a_chunk_select")
+            m.d.sync += select.eq(c.acc_groups["acc_a"][self._vec_ratio_bits:self._acc_ratio_bits])
+            acc_chunk = acc_chunk.word_select(select, self._quant_lanes * self._acc_bits)
         m.d.comb += [
             ports["lower_bounds_read"].addr.eq(c.read_addresses["state_read"]),
             ports["scalars_read"].addr.eq(c.instr.scale.constant),
@@ -1178,6 +1201,7 @@ class VectorUnit(wiring.Component):
             vec=Signal(data.ArrayLayout(signed(nx.ACT_BITS), lanes), name="vec_data"),
             vec_word=Signal(data.ArrayLayout(signed(nx.ACT_BITS), self._quant_lanes), name="vec_word"),
             acc_a=Signal(data.ArrayLayout(signed(self._acc_bits), lanes)),
+            acc_word=Signal(data.ArrayLayout(signed(self._acc_bits), self._quant_lanes), name="acc_word"),
             acc_b=Signal(data.ArrayLayout(signed(self._acc_bits), lanes)),
             state=Signal(data.ArrayLayout(signed(nx.ACT_BITS), lanes)),
             const=Signal(data.ArrayLayout(const_layout, self._quant_lanes)),
@@ -1189,6 +1213,7 @@ class VectorUnit(wiring.Component):
             inputs.vec.eq(acc_groups["vec_read"]),
             inputs.vec_word.eq(ports["vec_read"].data),
             inputs.acc_a.eq(acc_groups["acc_a"]),
+            inputs.acc_word.eq(acc_chunk[:self._quant_lanes * self._acc_bits]),
             inputs.acc_b.eq(acc_groups["acc_b"]),
             inputs.state.eq(ports["state_read"].data),
             inputs.const.eq(ports["const_read"].data),
@@ -1304,15 +1329,26 @@ class VectorUnit(wiring.Component):
         return product
 
     def _elaborate_quant_lane(self, m, lane, c, inputs, outputs):
-        """Add a lane that serves STATS and QUANT only (lanes P to Q - 1)."""
-        norm_vec = self._quant_units[lane - self._lanes]["norm_vec"]
-        m.submodules[f"norm_vec_{lane}"] = norm_vec
+        """Add a lane that serves STATS, QUANT and a wide MUL2 only (lanes P to Q - 1)."""
+        units = self._quant_units[lane - self._lanes]
+        for name, unit in units.items():
+            m.submodules[f"{name}_{lane}"] = unit
+        norm_vec = units["norm_vec"]
         m.d.comb += [
             norm_vec.value.eq(inputs.vec_word[lane]),
             norm_vec.shift.eq(c.vec_shift),
         ]
         const = _delay(m, inputs.const[lane], c.stages["normalized"] - self.MEMORY, f"const_lane{lane}")
-        self._elaborate_stats_products(m, lane, norm_vec.normalized, const, const.n, outputs)
+        other = const.n
+        if self._wide_mul2:
+            norm_acc = units["norm_acc"]
+            m.d.comb += [
+                norm_acc.value.eq(inputs.acc_word[lane]),
+                norm_acc.shift.eq(c.acc_shift),
+            ]
+            other = Mux(c.opcode == Opcode.MUL2, norm_acc.normalized, const.n)
+        product = self._elaborate_stats_products(m, lane, norm_vec.normalized, const, other, outputs)
+        m.d.comb += outputs.vec[Opcode.MUL2][lane].eq(product)
 
     def _elaborate_pass_outputs(self, m, ports, c, inputs, outputs):
         """Connect each pass's results, at the pass's own stage, to its memory writes and reducers."""
@@ -1336,18 +1372,22 @@ class VectorUnit(wiring.Component):
                         c.vec_stream.eq(pipeline[stage]),
                         c.vec_values.eq(outputs.vec[op]),
                     ]
-        # A pass writes one P-group of a VEC word.
+        # A pass writes one P-group of a VEC word, and a wide MUL2 whole words.
         vec_write = ports["vec_write"]
         ratio_bits = self._vec_ratio_bits
-        group_enable = Mux(c.vec_stream.valid, c.vec_stream.mask[:lanes], 0)
-        m.d.comb += [
-            vec_write.addr.eq(c.vec_write_address >> ratio_bits),
-            vec_write.data.eq(c.vec_values.as_value().replicate(1 << ratio_bits)),
-        ]
+        m.d.comb += vec_write.addr.eq(c.vec_write_address >> ratio_bits)
         if ratio_bits:
-            m.d.comb += vec_write.en.eq(group_enable << (c.vec_write_address[:ratio_bits] * lanes))
+            group_enable = c.vec_stream.mask[:lanes] << (c.vec_write_address[:ratio_bits] * lanes)
+            group_data = c.vec_values.as_value()[:lanes * nx.ACT_BITS].replicate(1 << ratio_bits)
+            m.d.comb += [
+                vec_write.en.eq(Mux(c.vec_stream.valid, Mux(c.wide, c.vec_stream.mask, group_enable), 0)),
+                vec_write.data.eq(Mux(c.wide, c.vec_values.as_value(), group_data)),
+            ]
         else:
-            m.d.comb += vec_write.en.eq(group_enable)
+            m.d.comb += [
+                vec_write.en.eq(Mux(c.vec_stream.valid, c.vec_stream.mask, 0)),
+                vec_write.data.eq(c.vec_values),
+            ]
 
         # GATES writes the new state; each lane's mask bit enables its four bytes.
         state_tap = pipeline[stages["state"]]
