@@ -311,6 +311,12 @@ class _ArgMaxReducer(wiring.Component):
 # The read ports of the ACC memory.
 ACC_READS = ("acc_a", "acc_b")
 
+# A SCALE runs beside later instructions. These wait until its scale register
+# contains the result: SCALE needs the scalar unit, STATS would change the sum
+# of squares and the zmax registers that it may still read, and the others read
+# scale registers.
+SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.SILU, Opcode.RESID)
+
 
 class VectorUnit(wiring.Component):
     """Element-wise passes, output scales and the accumulator writer, with the memories they use.
@@ -320,6 +326,12 @@ class VectorUnit(wiring.Component):
     done and its registers contain the new values. ``start`` is ignored while
     an instruction or a state reset runs. A start with an opcode the unit
     does not execute (END, ILLEGAL) changes nothing and gives ``done``.
+
+    SCALE is the exception: its ``done`` follows in two cycles, and its
+    engine computes the scale on the ScalarUnit while later instructions
+    run. SCALE, STATS, GATES, SILU and RESID start only once the engine has
+    written the scale register (:data:`SCALE_WAITERS`); ``busy`` stays high
+    until then (:attr:`scale_cycles` after the SCALE's ``start``).
 
     What each instruction does is defined by
     :meth:`firmware.program_model.ProgramModel.execute`; the unit matches it
@@ -360,7 +372,7 @@ class VectorUnit(wiring.Component):
     SILU      ``G + A + L + 7``
     RESID     ``G + A + 8``
     ARGMAX    ``G + 6``
-    SCALE     ``3 * U + 3``
+    SCALE     ``2``, then the engine runs for ``3 * U + 3`` from ``start``
     MATVEC    ``row_groups * R / W + 6``
     ========  ============================
 
@@ -407,7 +419,7 @@ class VectorUnit(wiring.Component):
     start : ``In(1)``
     done : ``Out(1)``
     busy : ``Out(1)``
-        An instruction or a state reset runs.
+        An instruction, a state reset or a SCALE's engine runs.
     token : ``In(32)``
         The token of EMBED, sampled with ``start``.
     argmax : ``Out(32)``
@@ -662,15 +674,23 @@ class VectorUnit(wiring.Component):
         if opcode == Opcode.ARGMAX:
             return issue + stages["argmax"] + _ArgMaxReducer.latency + 1
         if opcode == Opcode.SCALE:
-            # Setup, two commands, then three results in a chain: FROM_INT,
-            # K * that, and the product with the RSQRT result.
-            return 2 + 3 * self._scalar_unit.latency + 1
+            # SETUP hands the SCALE to its engine, which runs on (scale_cycles).
+            return 2
         if opcode == Opcode.MATVEC:
             if row_groups == 0:
                 return 2
             # The first beat is accepted in the cycle after setup.
             return 2 + row_groups * (self._core.rows // self._acc_lanes) + absmax
         return 2
+
+    @property
+    def scale_cycles(self):
+        """Cycles from a SCALE's ``start`` until its scale register contains the result and ``busy`` falls.
+
+        Two commands, then three results in a chain: FROM_INT, K times that,
+        and the product with the RSQRT result.
+        """
+        return 2 + 3 * self._scalar_unit.latency + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -718,27 +738,34 @@ class VectorUnit(wiring.Component):
         reducers = (c.absmax_reducer, c.sumsq_reducer, c.argmax_reducer, *c.zmax_reducers)
 
         def finish():
-            m.d.sync += [self.done.eq(1), self.busy.eq(0)]
+            m.d.sync += [self.done.eq(1), c.running.eq(0)]
             m.next = "IDLE"
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [c.instr.eq(self.instruction), c.token.eq(self.token), self.busy.eq(1)]
+                    m.d.sync += [c.instr.eq(self.instruction), c.token.eq(self.token), c.running.eq(1)]
                     m.next = "SETUP"
                 with m.Elif(self.reset_state):
-                    m.d.sync += [c.reset_address.eq(0), self.busy.eq(1)]
+                    m.d.sync += [c.reset_address.eq(0), c.running.eq(1)]
                     m.next = "RESET"
 
             with m.State("SETUP"):
+                # SETUP repeats while a SCALE still runs and the instruction
+                # must wait for it, which changes nothing, because every load is
+                # from the latched instruction.
                 m.d.comb += [reducer.clear.eq(1) for reducer in reducers]
                 self._elaborate_setup(m, c)
+                waits = Cat(c.opcode == op for op in SCALE_WAITERS).any() & c.scale_busy
                 with m.Switch(c.opcode):
                     with m.Case(Opcode.EMBED, Opcode.STATS, Opcode.QUANT, Opcode.GATES, Opcode.MUL2,
                                 Opcode.SILU, Opcode.RESID, Opcode.ARGMAX):
-                        m.next = "RUN"
+                        with m.If(~waits):
+                            m.next = "RUN"
                     with m.Case(Opcode.SCALE):
-                        m.next = "SCALE_FROM_INT"
+                        with m.If(~waits):
+                            m.d.comb += c.scale_start.eq(1)
+                            finish()
                     with m.Case(Opcode.MATVEC):
                         with m.If(c.instr.matvec.row_groups == 0):
                             self._write_register(m, self._absmax, c.instr.matvec.dst_max, 0)
@@ -790,7 +817,6 @@ class VectorUnit(wiring.Component):
                             m.d.sync += self.argmax.eq(c.argmax_reducer.index)
                             finish()
 
-            self._elaborate_scale_states(m, ports, c, finish)
 
             with m.State("MATVEC"):
                 m.d.comb += c.accepting.eq(c.beats_left != 0)
@@ -805,10 +831,12 @@ class VectorUnit(wiring.Component):
                 ]
                 m.d.sync += c.reset_address.eq(c.reset_address + 1)
                 with m.If(c.reset_address == self._state.depth - 1):
-                    m.d.sync += [self.reset_done.eq(1), self.busy.eq(0)]
+                    m.d.sync += [self.reset_done.eq(1), c.running.eq(0)]
                     m.next = "IDLE"
 
         c.fsm = fsm
+        self._elaborate_scale_engine(m, c)
+        m.d.comb += self.busy.eq(c.running | c.scale_busy)
         self._elaborate_accumulator_writer(m, ports, c)
         self._elaborate_write_streams(m, c)
 
@@ -864,6 +892,11 @@ class VectorUnit(wiring.Component):
         c.scalar_zmax = Signal(32)
         c.beats_left = Signal(16)
         c.accepting = Signal()
+        # An instruction or a state reset runs (`running`), or a SCALE (`scale_busy`).
+        c.running = Signal()
+        c.scale_start = Signal()
+        c.scale_busy = Signal()
+        c.scale_constant = Signal.like(c.instr.scale.constant)
         c.reset_address = Signal(len(ports["state_write"].addr))
 
         # The control pipeline: pipeline[k] belongs to the group issued k cycles ago.
@@ -1008,58 +1041,77 @@ class VectorUnit(wiring.Component):
                     addresses["acc_a"].eq(word(fields.acc_src)),
                 ]
 
-    def _elaborate_scale_states(self, m, ports, c, finish):
-        """Add the FSM states of SCALE: ``K * scalar_from_int(zmax[slot]) * scalar_rsqrt(sumsq)`` on the ScalarUnit."""
+    def _elaborate_scale_engine(self, m, c):
+        """Add the engine of SCALE: ``K * scalar_from_int(zmax[slot]) * scalar_rsqrt(sumsq)`` on the ScalarUnit.
+
+        It starts on ``c.scale_start`` (in SETUP, so the instruction is
+        latched) and runs while the unit goes on with later instructions;
+        ``c.scale_busy`` is high until the scale register contains the result.
+        """
         command = c.scalar_unit.command
         result = c.scalar_unit.result
         rsqrt = Signal(ScalarLayout)
         results = Signal(range(4))
+        destination = Signal.like(c.instr.scale.dst_scale)
+        sumsq = Signal.like(self._sumsq)
 
-        with m.State("SCALE_FROM_INT"):
-            m.d.comb += [
-                command.valid.eq(1),
-                command.payload.op.eq(ScalarOp.FROM_INT),
-                command.payload.value.eq(c.scalar_zmax),
-            ]
-            m.next = "SCALE_RSQRT"
+        with m.FSM(name="scale"):
+            with m.State("IDLE"):
+                with m.If(c.scale_start):
+                    m.d.sync += [
+                        c.scale_busy.eq(1),
+                        c.scale_constant.eq(c.instr.scale.constant),
+                        destination.eq(c.instr.scale.dst_scale),
+                        sumsq.eq(self._sumsq),
+                    ]
+                    m.next = "FROM_INT"
 
-        with m.State("SCALE_RSQRT"):
-            m.d.comb += [
-                command.valid.eq(1),
-                command.payload.op.eq(ScalarOp.RSQRT),
-                command.payload.value.eq(self._sumsq),
-            ]
-            m.d.sync += results.eq(0)
-            m.next = "SCALE_CHAIN"
+            with m.State("FROM_INT"):
+                m.d.comb += [
+                    command.valid.eq(1),
+                    command.payload.op.eq(ScalarOp.FROM_INT),
+                    command.payload.value.eq(c.scalar_zmax),
+                ]
+                m.next = "RSQRT"
 
-        with m.State("SCALE_CHAIN"):
-            # Results come in command order: scalar_from_int(zmax), rsqrt(sumsq),
-            # K * scalar_from_int(zmax), and the scale. K is the SCALARS word
-            # at `constant`, read and registered since SETUP.
-            constant = c.inputs.scalar
-            with m.If(result.valid):
-                m.d.sync += results.eq(results + 1)
-                with m.Switch(results):
-                    with m.Case(0):
-                        m.d.comb += [
-                            command.valid.eq(1),
-                            command.payload.op.eq(ScalarOp.MUL),
-                            command.payload.a.mantissa.eq(constant[:nx.MANT_BITS]),
-                            command.payload.a.exponent.eq(constant[nx.MANT_BITS:]),
-                            command.payload.b.eq(result.payload),
-                        ]
-                    with m.Case(1):
-                        m.d.sync += rsqrt.eq(result.payload)
-                    with m.Case(2):
-                        m.d.comb += [
-                            command.valid.eq(1),
-                            command.payload.op.eq(ScalarOp.MUL),
-                            command.payload.a.eq(result.payload),
-                            command.payload.b.eq(rsqrt),
-                        ]
-                    with m.Case(3):
-                        self._write_register(m, self._scale, c.instr.scale.dst_scale, result.payload)
-                        finish()
+            with m.State("RSQRT"):
+                m.d.comb += [
+                    command.valid.eq(1),
+                    command.payload.op.eq(ScalarOp.RSQRT),
+                    command.payload.value.eq(sumsq),
+                ]
+                m.d.sync += results.eq(0)
+                m.next = "CHAIN"
+
+            with m.State("CHAIN"):
+                # Results come in command order: scalar_from_int(zmax), rsqrt(sumsq),
+                # K * scalar_from_int(zmax), and the scale. K is the SCALARS word
+                # at `constant`, read and registered since the start.
+                constant = c.inputs.scalar
+                with m.If(result.valid):
+                    m.d.sync += results.eq(results + 1)
+                    with m.Switch(results):
+                        with m.Case(0):
+                            m.d.comb += [
+                                command.valid.eq(1),
+                                command.payload.op.eq(ScalarOp.MUL),
+                                command.payload.a.mantissa.eq(constant[:nx.MANT_BITS]),
+                                command.payload.a.exponent.eq(constant[nx.MANT_BITS:]),
+                                command.payload.b.eq(result.payload),
+                            ]
+                        with m.Case(1):
+                            m.d.sync += rsqrt.eq(result.payload)
+                        with m.Case(2):
+                            m.d.comb += [
+                                command.valid.eq(1),
+                                command.payload.op.eq(ScalarOp.MUL),
+                                command.payload.a.eq(result.payload),
+                                command.payload.b.eq(rsqrt),
+                            ]
+                        with m.Case(3):
+                            self._write_register(m, self._scale, destination, result.payload)
+                            m.d.sync += c.scale_busy.eq(0)
+                            m.next = "IDLE"
 
     def _elaborate_accumulator_writer(self, m, ports, c):
         """Add MATVEC's accumulator writer: one beat buffered, one ACC word of accumulators written per cycle.
@@ -1190,7 +1242,7 @@ class VectorUnit(wiring.Component):
             acc_chunk = acc_chunk.word_select(select, self._quant_lanes * self._acc_bits)
         m.d.comb += [
             ports["lower_bounds_read"].addr.eq(c.read_addresses["state_read"]),
-            ports["scalars_read"].addr.eq(c.instr.scale.constant),
+            ports["scalars_read"].addr.eq(c.scale_constant),
         ]
 
         const_layout = data.StructLayout({
@@ -1444,7 +1496,7 @@ class VectorUnit(wiring.Component):
     def _elaborate_host(self, m, ports, c):
         """Add the byte-granular host port of the target memories."""
         lanes = self._lanes
-        idle = c.fsm.ongoing("IDLE")
+        idle = c.fsm.ongoing("IDLE") & ~c.scale_busy
         write = self.host_write
         read = self.host_read
 

@@ -104,6 +104,7 @@ class Memories:
         lanes = unit.core.vector_lanes
         memories = unit.memories
         self.lanes = lanes
+        self.vec_lanes = unit.quant_lanes
         self.acc_lanes = unit.acc_lanes
         self.acc_bits = unit.core.acc_bits
         self.vec = find_memory(dut, "vec", memories["vec"].depth)
@@ -119,7 +120,7 @@ class Memories:
         return np.array(values[:count], dtype=np.int64)
 
     def read_vec(self, count):
-        return self._read(self.vec, 32, self.lanes, count)
+        return self._read(self.vec, 32, self.vec_lanes, count)
 
     def read_acc(self, count):
         return self._read(self.acc, self.acc_bits, self.acc_lanes, count)
@@ -196,10 +197,11 @@ class ResultDriver:
 class CodeWriteMonitor:
     """Records every write on ``code_write`` into a copy of the code buffer, and counts writes outside QUANT."""
 
-    def __init__(self, dut, lanes, size, log):
+    def __init__(self, dut, lanes, shape, log):
         self.dut = dut
         self.lanes = lanes
-        self.codes = np.zeros(size, dtype=np.int64)
+        # One row per code-buffer slot; each write carries `lanes` codes of every slot.
+        self.codes = np.zeros(shape, dtype=np.int64)
         self.log = log
         self.opcode = None
         self.stray_writes = 0
@@ -216,15 +218,19 @@ class CodeWriteMonitor:
                 self.stray_writes += 1
                 self.log.error("code buffer write during %s", self.opcode)
             index = dut.code_write__index.value.to_unsigned()
-            data = signed_fields(dut.code_write__data.value.to_unsigned(), self.lanes, 8)
-            for lane in range(self.lanes):
-                if enable >> lane & 1:
-                    if index + lane >= self.codes.size:
+            slots, size = self.codes.shape
+            data = signed_fields(dut.code_write__data.value.to_unsigned(), slots * self.lanes, 8)
+            for slot in range(slots):
+                for lane in range(self.lanes):
+                    position = slot * self.lanes + lane
+                    if not enable >> position & 1:
+                        continue
+                    if index + lane >= size:
                         self.stray_writes += 1
-                        self.log.error("code buffer write at element %d, past its %d elements",
-                                       index + lane, self.codes.size)
+                        self.log.error("code buffer write at element %d of slot %d, past its %d elements",
+                                       index + lane, slot, size)
                     else:
-                        self.codes[index + lane] = data[lane]
+                        self.codes[slot, index + lane] = data[position]
 
 
 class TB:
@@ -243,7 +249,7 @@ class TB:
         self.model = ProgramModel(self.image)
         self.scoreboard = Scoreboard(dut._log)
         self.driver = ResultDriver(dut, self.unit, np.random.default_rng(self.rng.integers(1 << 32)))
-        self.monitor = CodeWriteMonitor(dut, self.core.vector_lanes, self.model.codes.size, dut._log)
+        self.monitor = CodeWriteMonitor(dut, self.unit.quant_lanes, self.model.codes.shape, dut._log)
         self.memories = None
         self.instructions = [decode(word) for word in self.image.program]
         if self.instructions[-1].opcode != Opcode.END:
@@ -274,7 +280,7 @@ class TB:
         groups, tiles = instr.row_groups, instr.col_tiles
         words = self.image.weights[instr.weights:instr.weights + groups * tiles]
         trits = words.reshape(groups, tiles, R, K).transpose(0, 2, 1, 3).reshape(groups * R, tiles * K)
-        codes = self.monitor.codes[instr.code * K:instr.code * K + tiles * K]
+        codes = self.monitor.codes[instr.slot, instr.code * K:instr.code * K + tiles * K]
         accumulators = trits.astype(np.int64) @ codes
         limit = 1 << (self.core.acc_bits - 1)
         if np.any(accumulators >= limit) or np.any(accumulators < -limit):
@@ -306,6 +312,14 @@ class TB:
         else:
             raise AssertionError(f"{instr}: no done within {CYCLE_LIMIT} cycles")
         cycles = current_cycle() - started
+        # A SCALE's engine writes its scale register after done; busy falls then.
+        for _ in range(CYCLE_LIMIT):
+            if not dut.busy.value:
+                break
+            await FallingEdge(dut.clk)
+            await ReadOnly()
+        else:
+            raise AssertionError(f"{instr}: busy for {CYCLE_LIMIT} cycles after done")
 
         where = f"token {token}, {instr}"
         assert not self.driver.busy, f"{where}: {len(self.driver.queue) + 1} result beats were not taken"
@@ -338,7 +352,7 @@ class TB:
         board.compare(where, "VEC", model.vec, self.memories.read_vec(model.vec.size))
         board.compare(where, "ACC", model.acc, self.memories.read_acc(model.acc.size))
         board.compare(where, "STATE", model.state, self.memories.read_state(model.state.size))
-        board.compare(where, "code buffer", model.codes, self.monitor.codes)
+        board.compare(where, "code buffer", model.codes.ravel(), self.monitor.codes.ravel())
 
     async def run_token(self, token, *, idle, check_cycles):
         """Run the whole program for ``token``, comparing after each instruction."""

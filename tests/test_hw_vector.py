@@ -62,15 +62,22 @@ class Bench:
         self.beat_idle = beat_idle
         self.rng = np.random.default_rng(seed)
 
-    async def execute(self, ctx, instr, token=0):
-        """Run ``instr`` on both; return the unit's cycles from ``start`` to ``done``."""
+    async def execute(self, ctx, instr, token=0, settle=True):
+        """Run ``instr`` on both; return the unit's cycles from ``start`` to ``done``.
+
+        With ``settle`` it then waits until ``busy`` falls, which a SCALE's
+        engine keeps high after ``done``, so that the registers can be compared.
+        """
         self.model.execute(instr, token)
         beats = []
         if instr.opcode == Opcode.MATVEC:
             values = self.model.acc[instr.acc_dst:instr.acc_dst + instr.row_groups * self.rows]
             beats = [{"accumulators": [int(value) for value in values[group * self.rows:(group + 1) * self.rows]],
                       "row_group": group} for group in range(instr.row_groups)]
-        return await self.run_unit(ctx, instr, token, beats)
+        cycles = await self.run_unit(ctx, instr, token, beats)
+        if settle:
+            await ctx.tick().until(~self.unit.busy)
+        return cycles
 
     async def run_unit(self, ctx, instr, token, beats):
         unit = self.unit
@@ -232,6 +239,35 @@ def test_vector_unit_one_token_matches_model(image):
     for instr, cycles in measured:
         expected = unit.cycles(instr.opcode, element_count(instr), instr.fields.get("row_groups", 0))
         assert cycles == expected, f"{instr}: {cycles} cycles, documented {expected}"
+
+
+def test_vector_unit_quant_runs_beside_scale(image):
+    # The program's first stage: STATS, SCALE, SCALE, QUANT. The second SCALE
+    # waits for the first one's engine, and QUANT starts while the second
+    # one's engine still runs, yet every register and code ends as the model's.
+    unit = VectorUnit(CORE, image=image)
+    bench = Bench(unit, image)
+    instructions = program_instructions(image)
+    opcodes = [instr.opcode for instr in instructions[:5]]
+    assert opcodes == [Opcode.EMBED, Opcode.STATS, Opcode.SCALE, Opcode.SCALE, Opcode.QUANT]
+    measured = {}
+
+    async def testbench(ctx):
+        embed, stats, first, second, quant = instructions[:5]
+        await bench.execute(ctx, embed, TOKENS[0])
+        await bench.execute(ctx, stats, TOKENS[0])
+        measured["first"] = await bench.execute(ctx, first, settle=False)
+        measured["second"] = await bench.execute(ctx, second, settle=False)
+        measured["busy_at_quant"] = ctx.get(unit.busy)
+        measured["quant"] = await bench.execute(ctx, quant)
+        bench.compare(ctx, quant)
+
+    simulate(unit, testbench)
+    quant = instructions[4]
+    assert measured["first"] == unit.cycles(Opcode.SCALE)
+    assert measured["second"] > unit.cycles(Opcode.SCALE)
+    assert measured["busy_at_quant"]
+    assert measured["quant"] == unit.cycles(Opcode.QUANT, element_count(quant))
 
 
 def test_vector_unit_two_tokens_then_reset_state(image):
