@@ -25,7 +25,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2, exact_log2
 
-from firmware.isa import SCALE_REGISTERS, MAX_REGISTERS, SLOTS, CoreParams, Opcode
+from firmware.isa import ADDRESS_BITS, SCALE_REGISTERS, MAX_REGISTERS, SLOTS, CoreParams, Opcode
 from firmware.layout import memory_sizes
 from firmware.protocol import Target
 from golden import numerics as nx
@@ -317,6 +317,12 @@ ACC_READS = ("acc_a", "acc_b")
 # scale registers.
 SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.SILU, Opcode.RESID)
 
+# A MATVEC's accumulator writer runs beside later instructions too. Only these
+# go on beside it, and only when the accumulators they read lie outside the ones
+# it writes and their absmax register is another one; every other instruction
+# waits until the writer has set its absmax register.
+MATVEC_NEIGHBOURS = (Opcode.GATES, Opcode.SILU)
+
 
 class VectorUnit(wiring.Component):
     """Element-wise passes, output scales and the accumulator writer, with the memories they use.
@@ -373,23 +379,29 @@ class VectorUnit(wiring.Component):
     RESID     ``G + A + 8``
     ARGMAX    ``G + 6``
     SCALE     ``2``, then the engine runs for ``3 * U + 3`` from ``start``
-    MATVEC    ``row_groups * R / W + 6``
+    MATVEC    ``2``, then the writer runs for ``row_groups * R / W + 6`` from ``start``
     ========  ============================
 
     GATES assumes L >= S + 2 for the latency S of :class:`~hw.arith.Sigma`,
-    which is true because a Silu contains a Sigma. MATVEC's count is exact when
-    each beat arrives as soon as the unit can take it. :meth:`cycles`
-    computes every count from the actual latencies.
+    which is true because a Silu contains a Sigma. MATVEC's writer count is
+    exact when each beat arrives as soon as the unit can take it. :meth:`cycles`,
+    :attr:`scale_cycles` and :meth:`matvec_cycles` compute every count from
+    the actual latencies.
     A state reset takes ``state words + 1`` cycles from ``reset_state`` to
     ``reset_done``.
 
-    MATVEC: after ``start`` the unit accepts ``row_groups`` beats on
-    ``results`` and writes each beat's R accumulators to ACC at element
-    ``acc_dst + row_group * R``, one ACC word of W accumulators per cycle
-    (:attr:`acc_lanes`, a multiple of P), so a beat takes R / W cycles;
-    ``ready`` is low while a beat is being written, except in its last
-    cycle. The absmax of everything written goes to ``dst_max``. ``acc_dst``
-    must be a multiple of W; the model layout makes it a multiple of R.
+    MATVEC: after ``start`` the unit's accumulator writer accepts
+    ``row_groups`` beats on ``results`` and writes each beat's R accumulators
+    to ACC at element ``acc_dst + row_group * R``, one ACC word of W
+    accumulators per cycle (:attr:`acc_lanes`, a multiple of P), so a beat
+    takes R / W cycles; ``ready`` is low while a beat is being written,
+    except in its last cycle. The absmax of everything written goes to
+    ``dst_max``. ``acc_dst`` must be a multiple of W; the model layout makes
+    it a multiple of R. The writer runs beside later instructions: GATES
+    and SILU go on while it runs if they read none of its accumulators and
+    set another absmax register (:data:`MATVEC_NEIGHBOURS`); every other
+    instruction waits until the writer has set its absmax register, and
+    ``busy`` stays high until then.
 
     Host access (only while no instruction or state reset runs): a write
     stores one byte of a target's memory in the cycle it is presented. A read
@@ -676,12 +688,21 @@ class VectorUnit(wiring.Component):
         if opcode == Opcode.SCALE:
             # SETUP hands the SCALE to its engine, which runs on (scale_cycles).
             return 2
-        if opcode == Opcode.MATVEC:
-            if row_groups == 0:
-                return 2
-            # The first beat is accepted in the cycle after setup.
-            return 2 + row_groups * (self._core.rows // self._acc_lanes) + absmax
+        # SCALE and MATVEC hand over to their engines in SETUP, so they are done in
+        # two cycles (scale_cycles, matvec_cycles); other opcodes do nothing.
         return 2
+
+    def matvec_cycles(self, row_groups):
+        """Cycles from a MATVEC's ``start`` until its absmax register is set and its writer no longer keeps ``busy`` high.
+
+        The count assumes that each beat arrives as soon as the writer can
+        take it and that no pass sets an absmax register in the writer's last cycle.
+        """
+        if row_groups == 0:
+            return 2
+        # The first beat is accepted in the cycle after SETUP, and the absmax
+        # register is set in the cycle after the reducer's result.
+        return 2 + row_groups * (self._core.rows // self._acc_lanes) + _AbsMaxReducer.latency + 1
 
     @property
     def scale_cycles(self):
@@ -756,7 +777,8 @@ class VectorUnit(wiring.Component):
                 # from the latched instruction.
                 m.d.comb += [reducer.clear.eq(1) for reducer in reducers]
                 self._elaborate_setup(m, c)
-                waits = Cat(c.opcode == op for op in SCALE_WAITERS).any() & c.scale_busy
+                waits = ((Cat(c.opcode == op for op in SCALE_WAITERS).any() & c.scale_busy)
+                         | (c.writer_busy & ~self._beside_writer(c)))
                 with m.Switch(c.opcode):
                     with m.Case(Opcode.EMBED, Opcode.STATS, Opcode.QUANT, Opcode.GATES, Opcode.MUL2,
                                 Opcode.SILU, Opcode.RESID, Opcode.ARGMAX):
@@ -767,11 +789,12 @@ class VectorUnit(wiring.Component):
                             m.d.comb += c.scale_start.eq(1)
                             finish()
                     with m.Case(Opcode.MATVEC):
-                        with m.If(c.instr.matvec.row_groups == 0):
-                            self._write_register(m, self._absmax, c.instr.matvec.dst_max, 0)
+                        with m.If(~waits):
+                            with m.If(c.instr.matvec.row_groups == 0):
+                                self._write_register(m, self._absmax, c.instr.matvec.dst_max, 0)
+                            with m.Else():
+                                m.d.comb += c.writer_start.eq(1)
                             finish()
-                        with m.Else():
-                            m.next = "MATVEC"
                     with m.Default():
                         finish()
 
@@ -796,9 +819,9 @@ class VectorUnit(wiring.Component):
 
             with m.State("DRAIN"):
                 with m.Switch(c.opcode):
-                    with m.Case(Opcode.EMBED, Opcode.GATES, Opcode.MUL2, Opcode.SILU, Opcode.RESID,
-                                Opcode.MATVEC):
+                    with m.Case(Opcode.EMBED, Opcode.GATES, Opcode.MUL2, Opcode.SILU, Opcode.RESID):
                         with m.If(c.absmax_reducer.final):
+                            m.d.comb += c.pass_writes_absmax.eq(1)
                             self._write_register(m, self._absmax, c.destination, c.absmax_reducer.result)
                             finish()
                     with m.Case(Opcode.STATS):
@@ -818,11 +841,6 @@ class VectorUnit(wiring.Component):
                             finish()
 
 
-            with m.State("MATVEC"):
-                m.d.comb += c.accepting.eq(c.beats_left != 0)
-                with m.If(c.beats_left == 0):
-                    m.next = "DRAIN"
-
             with m.State("RESET"):
                 m.d.comb += [
                     ports["state_write"].en.eq(-1),
@@ -836,7 +854,7 @@ class VectorUnit(wiring.Component):
 
         c.fsm = fsm
         self._elaborate_scale_engine(m, c)
-        m.d.comb += self.busy.eq(c.running | c.scale_busy)
+        m.d.comb += self.busy.eq(c.running | c.scale_busy | c.writer_busy)
         self._elaborate_accumulator_writer(m, ports, c)
         self._elaborate_write_streams(m, c)
 
@@ -848,9 +866,10 @@ class VectorUnit(wiring.Component):
         lanes = self._lanes
         c = SimpleNamespace(stages=stages)
 
-        # It reduces vector writes (P elements) and MATVEC's ACC writes (a word of accumulators).
-        m.submodules.absmax_reducer = c.absmax_reducer = _AbsMaxReducer(self._acc_lanes, 32)
+        # One reducer takes the vector writes, the other MATVEC's ACC writes (a word of accumulators).
         quant_lanes = self._quant_lanes
+        m.submodules.absmax_reducer = c.absmax_reducer = _AbsMaxReducer(quant_lanes, 32)
+        m.submodules.matvec_absmax_reducer = c.matvec_reducer = _AbsMaxReducer(self._acc_lanes, 32)
         m.submodules.sumsq_reducer = c.sumsq_reducer = _SumReducer(quant_lanes, 2 * (nx.NORM_BITS + 1),
                                                                    nx.SUMSQ_BITS)
         c.zmax_reducers = []
@@ -897,6 +916,14 @@ class VectorUnit(wiring.Component):
         c.scale_start = Signal()
         c.scale_busy = Signal()
         c.scale_constant = Signal.like(c.instr.scale.constant)
+        # The accumulator writer of the running MATVEC: busy, its accumulators
+        # [writer_low, writer_high) and its absmax register.
+        c.writer_start = Signal()
+        c.writer_busy = Signal()
+        c.writer_low = Signal(ADDRESS_BITS)
+        c.writer_high = Signal(ADDRESS_BITS + 1)
+        c.writer_dst_max = Signal(range(MAX_REGISTERS))
+        c.pass_writes_absmax = Signal()
         c.reset_address = Signal(len(ports["state_write"].addr))
 
         # The control pipeline: pipeline[k] belongs to the group issued k cycles ago.
@@ -912,7 +939,7 @@ class VectorUnit(wiring.Component):
         destinations = {
             Opcode.EMBED: c.instr.embed.dst_max, Opcode.GATES: c.instr.gates.dst_max,
             Opcode.MUL2: c.instr.mul2.dst_max, Opcode.SILU: c.instr.silu.dst_max,
-            Opcode.RESID: c.instr.resid.dst_max, Opcode.MATVEC: c.instr.matvec.dst_max,
+            Opcode.RESID: c.instr.resid.dst_max,
         }
         with m.Switch(c.opcode):
             for op, field in destinations.items():
@@ -993,8 +1020,6 @@ class VectorUnit(wiring.Component):
                 ]
             with m.Case(Opcode.SCALE):
                 m.d.sync += c.scalar_zmax.eq(zmax(instr.scale.slot))
-            with m.Case(Opcode.MATVEC):
-                m.d.sync += c.beats_left.eq(instr.matvec.row_groups)
             with m.Case(Opcode.GATES):
                 fields = instr.gates
                 m.d.sync += [
@@ -1113,6 +1138,18 @@ class VectorUnit(wiring.Component):
                             m.d.sync += c.scale_busy.eq(0)
                             m.next = "IDLE"
 
+    @staticmethod
+    def _beside_writer(c):
+        """Return whether the latched instruction may run beside the accumulator writer (:data:`MATVEC_NEIGHBOURS`)."""
+        def apart(start, count):
+            return (start >= c.writer_high) | (start + count <= c.writer_low)
+
+        gates, silu = c.instr.gates, c.instr.silu
+        return Mux(c.opcode == Opcode.GATES,
+                   apart(gates.acc_f, gates.count) & apart(gates.acc_i, gates.count)
+                   & (gates.dst_max != c.writer_dst_max),
+                   (c.opcode == Opcode.SILU) & apart(silu.acc_src, silu.count) & (silu.dst_max != c.writer_dst_max))
+
     def _elaborate_accumulator_writer(self, m, ports, c):
         """Add MATVEC's accumulator writer: one beat buffered, one ACC word of accumulators written per cycle.
 
@@ -1125,8 +1162,40 @@ class VectorUnit(wiring.Component):
         full = Signal()
         chunk = Signal(range(chunks))
         address = Signal(len(ports["acc_write"].addr))
+        base = Signal.like(address)
         beat_is_last = Signal()
         last_chunk = chunk == chunks - 1
+        reducer = c.matvec_reducer
+
+        # The writer takes the MATVEC in SETUP and then runs on its own: it
+        # accepts the beats, waits for the absmax of everything it wrote, and
+        # sets the absmax register in a cycle in which no pass sets one.
+        fields = c.instr.matvec
+        m.d.comb += reducer.clear.eq(c.writer_start)
+        with m.FSM(name="writer"):
+            with m.State("IDLE"):
+                with m.If(c.writer_start):
+                    m.d.sync += [
+                        c.writer_busy.eq(1),
+                        c.beats_left.eq(fields.row_groups),
+                        base.eq(self._word(fields.acc_dst) >> self._acc_ratio_bits),
+                        c.writer_low.eq(fields.acc_dst),
+                        c.writer_high.eq(fields.acc_dst + _multiply_by_constant(fields.row_groups, self._core.rows)),
+                        c.writer_dst_max.eq(fields.dst_max),
+                    ]
+                    m.next = "ACCEPT"
+            with m.State("ACCEPT"):
+                m.d.comb += c.accepting.eq(c.beats_left != 0)
+                with m.If(c.beats_left == 0):
+                    m.next = "FINAL"
+            with m.State("FINAL"):
+                with m.If(reducer.final):
+                    m.next = "COMMIT"
+            with m.State("COMMIT"):
+                with m.If(~c.pass_writes_absmax):
+                    self._write_register(m, self._absmax, c.writer_dst_max, reducer.result)
+                    m.d.sync += c.writer_busy.eq(0)
+                    m.next = "IDLE"
 
         acc_write = ports["acc_write"]
         with m.If(full):
@@ -1150,30 +1219,27 @@ class VectorUnit(wiring.Component):
                 beat.eq(self.results.payload.accumulators),
                 full.eq(1),
                 chunk.eq(0),
-                address.eq((self._word(c.instr.matvec.acc_dst) >> self._acc_ratio_bits)
-                           + _multiply_by_constant(row_group, chunks)),
+                address.eq(base + _multiply_by_constant(row_group, chunks)),
                 beat_is_last.eq(c.beats_left == 1),
                 c.beats_left.eq(c.beats_left - 1),
             ]
 
-        # The absmax reducer takes the accumulator writes in MATVEC and the vector writes otherwise.
-        reducer = c.absmax_reducer
-        with m.If(c.opcode == Opcode.MATVEC):
-            m.d.comb += [
-                reducer.valid.eq(full),
-                reducer.last.eq(beat_is_last & last_chunk),
-                reducer.mask.eq(-1),
-            ]
-            for lane in range(lanes):
-                m.d.comb += reducer.values[lane].eq(beat[lane])
-        with m.Else():
-            m.d.comb += [
-                reducer.valid.eq(c.vec_stream.valid),
-                reducer.last.eq(c.vec_stream.last),
-                reducer.mask.eq(c.vec_stream.mask),
-            ]
-            for lane in range(min(self._quant_lanes, lanes)):
-                m.d.comb += reducer.values[lane].eq(c.vec_values[lane])
+        m.d.comb += [
+            reducer.valid.eq(full),
+            reducer.last.eq(beat_is_last & last_chunk),
+            reducer.mask.eq(-1),
+        ]
+        for lane in range(lanes):
+            m.d.comb += reducer.values[lane].eq(beat[lane])
+
+        vector_reducer = c.absmax_reducer
+        m.d.comb += [
+            vector_reducer.valid.eq(c.vec_stream.valid),
+            vector_reducer.last.eq(c.vec_stream.last),
+            vector_reducer.mask.eq(c.vec_stream.mask),
+        ]
+        for lane in range(self._quant_lanes):
+            m.d.comb += vector_reducer.values[lane].eq(c.vec_values[lane])
 
     def _elaborate_write_streams(self, m, c):
         """Advance the write address of each write stream after every group it writes."""
@@ -1496,7 +1562,7 @@ class VectorUnit(wiring.Component):
     def _elaborate_host(self, m, ports, c):
         """Add the byte-granular host port of the target memories."""
         lanes = self._lanes
-        idle = c.fsm.ongoing("IDLE") & ~c.scale_busy
+        idle = c.fsm.ongoing("IDLE") & ~c.scale_busy & ~c.writer_busy
         write = self.host_write
         read = self.host_read
 

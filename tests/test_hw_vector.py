@@ -61,55 +61,65 @@ class Bench:
         self.codes = np.zeros_like(self.model.codes)
         self.beat_idle = beat_idle
         self.rng = np.random.default_rng(seed)
+        self.beats = []             # MATVEC result beats still to deliver
+        self.busy_cycles = None     # cycles from the last start until busy fell, when settled
 
     async def execute(self, ctx, instr, token=0, settle=True):
         """Run ``instr`` on both; return the unit's cycles from ``start`` to ``done``.
 
-        With ``settle`` it then waits until ``busy`` falls, which a SCALE's
-        engine keeps high after ``done``, so that the registers can be compared.
+        With ``settle`` it then waits until ``busy`` falls, which the engines
+        of SCALE and MATVEC keep high after ``done``, so that the registers can
+        be compared, and sets :attr:`busy_cycles`.
         """
         self.model.execute(instr, token)
-        beats = []
         if instr.opcode == Opcode.MATVEC:
             values = self.model.acc[instr.acc_dst:instr.acc_dst + instr.row_groups * self.rows]
-            beats = [{"accumulators": [int(value) for value in values[group * self.rows:(group + 1) * self.rows]],
-                      "row_group": group} for group in range(instr.row_groups)]
-        cycles = await self.run_unit(ctx, instr, token, beats)
-        if settle:
-            await ctx.tick().until(~self.unit.busy)
-        return cycles
-
-    async def run_unit(self, ctx, instr, token, beats):
+            self.beats += [{"accumulators": [int(value) for value in values[group * self.rows:(group + 1) * self.rows]],
+                            "row_group": group} for group in range(instr.row_groups)]
         unit = self.unit
         ctx.set(unit.instruction.as_value(), encode(instr.opcode, **instr.fields))
         ctx.set(unit.token, token)
         ctx.set(unit.start, 1)
         await ctx.tick()
         ctx.set(unit.start, 0)
-
-        offered = False
         for cycle in range(1, CYCLE_LIMIT):
-            if beats and not offered and self.rng.random() >= self.beat_idle:
-                ctx.set(unit.results.payload, beats[0])
+            _, _, done = await ctx.tick().sample(unit.done)
+            if done:
+                break
+        else:
+            raise AssertionError(f"{instr}: no done within {CYCLE_LIMIT} cycles")
+        if settle:
+            for busy_cycles in range(cycle, CYCLE_LIMIT):
+                if not ctx.get(unit.busy):
+                    break
+                await ctx.tick()
+            else:
+                raise AssertionError(f"{instr}: busy for {CYCLE_LIMIT} cycles")
+            self.busy_cycles = busy_cycles
+            assert not self.beats, f"{instr}: {len(self.beats)} beats were not taken"
+        return cycle
+
+    async def background(self, ctx):
+        """Deliver the MATVEC beats and record every code write, in every cycle (a background testbench)."""
+        unit = self.unit
+        offered = False
+        width = unit.quant_lanes
+        while True:
+            if self.beats and not offered and self.rng.random() >= self.beat_idle:
+                ctx.set(unit.results.payload, self.beats[0])
                 offered = True
             ctx.set(unit.results.valid, offered)
-            _, _, done, valid, ready, enable, index, codes = await ctx.tick().sample(
-                unit.done, unit.results.valid, unit.results.ready,
-                unit.code_write.en, unit.code_write.index, unit.code_write.data)
+            _, _, valid, ready, enable, index, codes = await ctx.tick().sample(
+                unit.results.valid, unit.results.ready, unit.code_write.en, unit.code_write.index,
+                unit.code_write.data)
             if valid and ready:
-                beats.pop(0)
+                self.beats.pop(0)
                 offered = False
-            width = unit.quant_lanes
             for slot in range(self.codes.shape[0]):
                 for lane in range(width):
                     position = slot * width + lane
                     if enable >> position & 1:
                         self.codes[slot, index + lane] = codes[position]
-            if done:
-                ctx.set(unit.results.valid, 0)
-                assert not beats, f"{instr}: {len(beats)} beats were not taken"
-                return cycle
-        raise AssertionError(f"{instr}: no done within {CYCLE_LIMIT} cycles")
 
     def read_vec(self, ctx):
         memory = self.unit.memories["vec"]
@@ -165,10 +175,12 @@ class Bench:
         raise AssertionError(f"no reset_done within {CYCLE_LIMIT} cycles")
 
 
-def simulate(unit, testbench):
+def simulate(unit, testbench, bench=None):
     sim = Simulator(unit)
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
+    if bench is not None:
+        sim.add_testbench(bench.background, background=True)
     sim.run()
 
 
@@ -234,7 +246,7 @@ def test_vector_unit_one_token_matches_model(image):
             bench.compare(ctx, instr)
             measured.append((instr, cycles))
 
-    simulate(unit, testbench)
+    simulate(unit, testbench, bench)
     assert bench.model.argmax == int(np.argmax(bench.model.head_accumulators()))
     for instr, cycles in measured:
         expected = unit.cycles(instr.opcode, element_count(instr), instr.fields.get("row_groups", 0))
@@ -262,12 +274,43 @@ def test_vector_unit_quant_runs_beside_scale(image):
         measured["quant"] = await bench.execute(ctx, quant)
         bench.compare(ctx, quant)
 
-    simulate(unit, testbench)
+    simulate(unit, testbench, bench)
     quant = instructions[4]
     assert measured["first"] == unit.cycles(Opcode.SCALE)
     assert measured["second"] > unit.cycles(Opcode.SCALE)
     assert measured["busy_at_quant"]
     assert measured["quant"] == unit.cycles(Opcode.QUANT, element_count(quant))
+
+
+def test_vector_unit_silu_and_gates_run_beside_matvec(image):
+    # GATES reads f and i while MATVEC writes g, and SILU reads gate while
+    # MATVEC writes up. Each starts while the writer still runs and takes its
+    # own cycles; MUL2 then waits for the writer. Every register and memory ends
+    # as the model's.
+    unit = VectorUnit(CORE, image=image)
+    bench = Bench(unit, image)
+    instructions = program_instructions(image)
+    measured = []
+
+    async def testbench(ctx):
+        previous = None
+        for instr in instructions:
+            beside = instr.opcode in (Opcode.GATES, Opcode.SILU) and previous == Opcode.MATVEC
+            if beside:
+                measured.append((instr, ctx.get(unit.busy)))
+            settle = instr.opcode != Opcode.MATVEC
+            cycles = await bench.execute(ctx, instr, TOKENS[0], settle=settle)
+            if beside:
+                assert cycles == unit.cycles(instr.opcode, element_count(instr)), f"{instr}: cycles"
+            if settle:
+                bench.compare(ctx, instr)
+            previous = instr.opcode
+
+    simulate(unit, testbench, bench)
+    opcodes = [instr.opcode for instr, _ in measured]
+    assert opcodes.count(Opcode.GATES) == CONFIG.num_layers
+    assert opcodes.count(Opcode.SILU) == CONFIG.num_layers
+    assert all(busy for _, busy in measured)
 
 
 def test_vector_unit_two_tokens_then_reset_state(image):
@@ -291,7 +334,7 @@ def test_vector_unit_two_tokens_then_reset_state(image):
             if instr.opcode == Opcode.GATES:
                 break
 
-    simulate(unit, testbench)
+    simulate(unit, testbench, bench)
     assert reset_cycles == [unit.memories["state"].depth + 1]
 
 
@@ -327,7 +370,7 @@ def test_vector_unit_resid_saturates(image):
         await bench.execute(ctx, instr)
         bench.compare(ctx, instr)
 
-    simulate(unit, testbench)
+    simulate(unit, testbench, bench)
     written = bench.model.vec[vec_base:vec_base + count]
     assert np.any(written == int32_max)
     assert np.any(written == int32_min)
@@ -360,7 +403,7 @@ def test_vector_unit_argmax_ties_and_empty_passes(image):
         bench.compare(ctx, instr)
         assert ctx.get(unit.registers["absmax"][2]) == 0
 
-    simulate(unit, testbench)
+    simulate(unit, testbench, bench)
     assert bench.model.argmax == 1
 
 
@@ -393,7 +436,7 @@ def test_vector_unit_host_load_runs_first_stage(image):
             if instr.opcode == Opcode.MUL2:
                 break
 
-    simulate(unit, testbench)
+    simulate(unit, testbench, bench)
 
 
 def test_vector_unit_host_round_trip_every_target():
@@ -466,7 +509,7 @@ def test_vector_unit_token_other_lane_counts(rows, inputs, lanes):
             if instr.opcode != Opcode.MATVEC:
                 assert cycles == unit.cycles(instr.opcode, element_count(instr)), f"{instr}: cycles"
 
-    simulate(unit, testbench)
+    simulate(unit, testbench, bench)
 
 
 @pytest.mark.parametrize("rows, lanes, acc_lanes", [(16, 2, 4), (32, 2, 8)])
@@ -489,7 +532,10 @@ def test_vector_unit_wide_accumulator_words(rows, lanes, acc_lanes):
             bench.compare(ctx, instr)
             assert cycles == unit.cycles(instr.opcode, element_count(instr), instr.fields.get("row_groups", 0)), \
                 f"{instr}: cycles"
+            if instr.opcode == Opcode.MATVEC:
+                # The writer stores a beat in R / W cycles.
+                assert bench.busy_cycles == unit.matvec_cycles(instr.row_groups), f"{instr}: writer cycles"
         expected = bench.model.acc.astype("<i4").tobytes()
         assert await host_read(ctx, unit, Target.ACCUMULATORS, 0, len(expected)) == expected
 
-    simulate(unit, testbench)
+    simulate(unit, testbench, bench)
