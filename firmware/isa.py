@@ -162,6 +162,10 @@ class CoreParams:
         Words per weight bank (each word contains K trits).
     program_depth : int
         Instructions the program memory holds.
+    silu_h_table_in_logic : bool
+        Build the sigma table of GATES's ``silu(h)``, one of the three tables
+        of each vector lane, in logic (about a thousand LUTs) rather than in
+        a block RAM, for a device short of block RAM.
     """
     rows: int
     inputs: int
@@ -172,11 +176,14 @@ class CoreParams:
     max_layers: int
     weight_depth: int
     program_depth: int = 1024
+    silu_h_table_in_logic: bool = False
 
     def __post_init__(self):
         for name in ("rows", "inputs", "vector_lanes", "max_hidden", "max_intermediate", "max_vocab",
                      "max_layers", "weight_depth", "program_depth"):
             _positive(name, getattr(self, name))
+        if not isinstance(self.silu_h_table_in_logic, bool):
+            raise TypeError(f"`silu_h_table_in_logic` must be a bool, not {self.silu_h_table_in_logic!r}")
         if self.inputs < 5:
             # The weight loader takes five trits per byte and drops the
             # trits after a frame's last whole word; with fewer than five

@@ -525,9 +525,9 @@ class VectorUnit(wiring.Component):
             "silu_a": Silu(),
             "apply_b": ApplyScale(self._acc_bits),
             "sigma_b": Sigma(),
-            # A lane has three sigma tables. In block RAM they would take 3 * P
-            # of them, so the third is built in logic instead.
-            "silu_h": Silu(table_in_logic=True),
+            # A lane has three sigma tables, each a block RAM unless the core
+            # builds the third in logic.
+            "silu_h": Silu(table_in_logic=core.silu_h_table_in_logic),
         } for _ in range(lanes)]
         # MUL2 takes Q elements per cycle too where an ACC word contains Q accumulators.
         self._wide_mul2 = quant_lanes > lanes and self._acc_lanes >= quant_lanes
