@@ -162,6 +162,10 @@ class CoreParams:
         Words per weight bank (each word contains K trits).
     program_depth : int
         Instructions the program memory holds.
+    quant_lanes_doubled : bool
+        Give STATS and QUANT (and MUL2, where ACC words allow) P lanes of
+        their own, so that they take 2P elements per cycle
+        (:attr:`quant_lanes`). True by default; False saves their logic.
     silu_h_table_in_logic : bool
         Build the sigma table of GATES's ``silu(h)``, one of the three tables
         of each vector lane, in logic (about a thousand LUTs) rather than in
@@ -176,14 +180,16 @@ class CoreParams:
     max_layers: int
     weight_depth: int
     program_depth: int = 1024
+    quant_lanes_doubled: bool = True
     silu_h_table_in_logic: bool = False
 
     def __post_init__(self):
         for name in ("rows", "inputs", "vector_lanes", "max_hidden", "max_intermediate", "max_vocab",
                      "max_layers", "weight_depth", "program_depth"):
             _positive(name, getattr(self, name))
-        if not isinstance(self.silu_h_table_in_logic, bool):
-            raise TypeError(f"`silu_h_table_in_logic` must be a bool, not {self.silu_h_table_in_logic!r}")
+        for name in ("quant_lanes_doubled", "silu_h_table_in_logic"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be a bool, not {getattr(self, name)!r}")
         if self.inputs < 5:
             # The weight loader takes five trits per byte and drops the
             # trits after a frame's last whole word; with fewer than five
@@ -203,14 +209,14 @@ class CoreParams:
 
     @property
     def quant_lanes(self):
-        """Elements per cycle of STATS and QUANT: 2P where 2P divides K, else P.
+        """Elements per cycle of STATS and QUANT: 2P with :attr:`quant_lanes_doubled` where 2P divides K, else P.
 
-        These two passes need no table and no scale, so the vector unit gives
-        them P more lanes of their own. QUANT writes that many codes per
+        These two passes need no table and no scale, so the vector unit can
+        give them P more lanes of their own. QUANT writes that many codes per
         cycle, which must fill whole K-code words.
         """
         wide = 2 * self.vector_lanes
-        return wide if self.inputs % wide == 0 else self.vector_lanes
+        return wide if self.quant_lanes_doubled and self.inputs % wide == 0 else self.vector_lanes
 
     def quant_padded(self, count):
         """Round an element count up to a whole number of :attr:`quant_lanes` groups."""

@@ -512,18 +512,19 @@ def test_vector_unit_token_other_lane_counts(rows, inputs, lanes):
     simulate(unit, testbench, bench)
 
 
-@pytest.mark.parametrize("rows, lanes, acc_lanes", [(16, 2, 4), (32, 2, 8)])
-def test_vector_unit_wide_accumulator_words(rows, lanes, acc_lanes):
+@pytest.mark.parametrize("rows, lanes, acc_lanes, doubled", [(16, 2, 4, True), (32, 2, 8, True), (16, 2, 4, False)])
+def test_vector_unit_wide_accumulator_words(rows, lanes, acc_lanes, doubled):
     # ACC words wider than P: MATVEC writes a beat in R / W cycles, the
-    # passes and the host read P accumulators out of a word, and MUL2 reads 2P.
+    # passes and the host read P accumulators out of a word, and MUL2 reads
+    # 2P where STATS and QUANT have lanes of their own.
     core = CoreParams(rows=rows, inputs=8, vector_lanes=lanes, max_hidden=48, max_intermediate=112,
-                      max_vocab=80, max_layers=2, weight_depth=4096)
+                      max_vocab=80, max_layers=2, weight_depth=4096, quant_lanes_doubled=doubled)
     image = memory_image(prepare(CONFIG, random_tensors(CONFIG, seed=rows)), core)
     unit = VectorUnit(core, image=image)
     assert unit.acc_lanes == acc_lanes
-    # STATS, QUANT and MUL2 take 2P elements per cycle.
-    assert unit.quant_lanes == 2 * lanes
-    assert unit.wide_mul2
+    # STATS, QUANT and MUL2 take 2P elements per cycle, or P.
+    assert unit.quant_lanes == (2 * lanes if doubled else lanes)
+    assert unit.wide_mul2 == doubled
     bench = Bench(unit, image)
 
     async def testbench(ctx):
