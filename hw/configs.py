@@ -12,7 +12,8 @@ CONFIGS = {
     # Two vector lanes, because with four (8,032 cycles a token against
     # 13,392) nextpnr did not route the design on the LFE5U-85F.
     "bundled": CoreParams(rows=16, inputs=32, vector_lanes=2, max_hidden=128, max_intermediate=512,
-                          max_vocab=256, max_layers=4, weight_depth=2304, program_depth=512),
+                          max_vocab=256, max_layers=4, weight_depth=2304, program_depth=512,
+                          quant_lanes_doubled=False),
     "small": CoreParams(rows=4, inputs=8, vector_lanes=2, max_hidden=96, max_intermediate=256,
                         max_vocab=1000, max_layers=6, weight_depth=13368, program_depth=512),
     "medium": CoreParams(rows=8, inputs=16, vector_lanes=4, max_hidden=96, max_intermediate=256,
