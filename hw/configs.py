@@ -9,8 +9,9 @@ CONFIGS = {
     # 512 lanes. The model's 1,081,344 trits take 2,120 words per bank with
     # row and column padding; 2,304 words of 32 trits fill exactly 2,048 rows
     # of 36 trits, four 512 x 36 block RAMs deep in each of two columns.
-    # Two vector lanes, because with four (8,032 cycles a token against
-    # 13,392) nextpnr did not route the design on the LFE5U-85F.
+    # Two vector lanes, and STATS and QUANT without lanes of their own,
+    # because nextpnr did not route either with four vector lanes (54,393
+    # LUT4) or with the doubled lanes (50,102 LUT4) on the LFE5U-85F.
     "bundled": CoreParams(rows=16, inputs=32, vector_lanes=2, max_hidden=128, max_intermediate=512,
                           max_vocab=256, max_layers=4, weight_depth=2304, program_depth=512,
                           quant_lanes_doubled=False),
