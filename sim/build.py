@@ -9,6 +9,7 @@ its own top-level name.
 """
 
 import ast
+import fcntl
 import hashlib
 import json
 import logging
@@ -123,7 +124,21 @@ def _verilate(build_dir, top_name, generate, *, waves, description, extra_build_
 
     ``generate`` returns the Verilog text. ``description`` names the design in log messages.
     ``extra_build_args`` go to Verilator after the project's own arguments.
+    Processes that build the same design (say `make bench` beside `make
+    test`) take turns on a lock file next to ``build_dir``.
     """
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process that builds %s", build_dir)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _verilate_locked(build_dir, top_name, generate, waves=waves, description=description,
+                                extra_build_args=extra_build_args)
+
+
+def _verilate_locked(build_dir, top_name, generate, *, waves, description, extra_build_args):
     from cocotb_tools.runner import get_runner
 
     _prepare_environment()

@@ -111,3 +111,30 @@ def test_vector_unit_many_tokens():
 @pytest.mark.slow
 def test_vector_unit_four_lanes():
     run_vector_unit(WIDE_VECTOR_CORE, WIDE_VECTOR_MODEL, tokens=SIM_VECTOR_TOKENS, idle=0.3, seed=3)
+
+
+def test_verilator_build_waits_for_another_builder(tmp_path):
+    # A second process that builds the same design waits on the lock file
+    # instead of compiling in the same directory at the same time.
+    import fcntl
+    import threading
+
+    from sim.build import _verilate
+
+    build_dir = tmp_path / "design"
+    build_dir.mkdir()
+    (build_dir / "top.v").write_text("module top; endmodule\n")
+    (build_dir / "built").touch()
+    finished = threading.Event()
+
+    def build():
+        _verilate(build_dir, "top", lambda: "", waves=False, description="a finished design")
+        finished.set()
+
+    with open(tmp_path / "design.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        thread = threading.Thread(target=build)
+        thread.start()
+        assert not finished.wait(0.5)
+    thread.join(10)
+    assert finished.is_set()
