@@ -28,14 +28,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The main job: the bundled model on the simulated accelerator.
+# The main job: the bundled model on the simulated accelerator. The prompt
+# reaches it through the environment, so the shell does not parse it again:
+# quotes and backquotes stay as typed.
 demo: $(STAMP)
-	$(PY) -m sim.demo --model $(MODEL) --tokens $(TOKENS) $(if $(PROMPT),--prompt "$(PROMPT)") $(if $(filter 1,$(WAVES)),--waves)
+	$(PY) -m sim.demo --model $(MODEL) --tokens $(TOKENS) $(if $(PROMPT),--prompt "$$PROMPT") $(if $(filter 1,$(WAVES)),--waves)
 
 # The host runtime (`mmfree run --check`) against the simulated board design,
 # through a pseudo-terminal bridged to its UART pins.
 serial-demo: $(STAMP)
-	$(PY) -m sim.serial_demo --tokens $(TOKENS) $(if $(PROMPT),--prompt "$(PROMPT)") $(if $(filter 1,$(WAVES)),--waves)
+	$(PY) -m sim.serial_demo --tokens $(TOKENS) $(if $(PROMPT),--prompt "$$PROMPT") $(if $(filter 1,$(WAVES)),--waves)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
