@@ -318,9 +318,9 @@ ACC_READS = ("acc_a", "acc_b")
 SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.SILU, Opcode.RESID)
 
 # A MATVEC's accumulator writer runs beside later instructions too. Only these
-# go on beside it, and only when the accumulators they read lie outside the ones
-# it writes and their absmax register is another one; every other instruction
-# waits until the writer has set its absmax register.
+# may run beside it, if they read none of its accumulators and set another
+# absmax register. Every other instruction waits until the writer has set its
+# absmax register.
 MATVEC_NEIGHBOURS = (Opcode.GATES, Opcode.SILU)
 
 
@@ -1069,8 +1069,8 @@ class VectorUnit(wiring.Component):
     def _elaborate_scale_engine(self, m, c):
         """Add the engine of SCALE: ``K * scalar_from_int(zmax[slot]) * scalar_rsqrt(sumsq)`` on the ScalarUnit.
 
-        It starts on ``c.scale_start`` (in SETUP, so the instruction is
-        latched) and runs while the unit goes on with later instructions;
+        It starts on ``c.scale_start``, in SETUP, where the instruction is
+        latched. It runs while the unit goes on with later instructions, and
         ``c.scale_busy`` is high until the scale register contains the result.
         """
         command = c.scalar_unit.command
@@ -1278,33 +1278,33 @@ class VectorUnit(wiring.Component):
         lanes = self._lanes
         # The host port overrides these addresses while the unit is idle: the
         # memories' own, and the group address of ACC's first read port.
-        c.acc_groups = {name: Signal.like(c.read_addresses[name], name=f"{name}_group")
+        c.read_groups = {name: Signal.like(c.read_addresses[name], name=f"{name}_group")
                         for name in c.group_ratio_bits}
         for name, address in c.read_addresses.items():
             if name in c.group_ratio_bits:
-                m.d.comb += c.acc_groups[name].eq(address)
+                m.d.comb += c.read_groups[name].eq(address)
             else:
                 m.d.comb += ports[name].addr.eq(address)
         # A read of ACC or VEC takes the word that contains the group and then
         # selects the group in the cycle that the word arrives. STATS and QUANT
         # read whole VEC words, from group addresses that are multiples of Q / P.
-        acc_groups = {}
-        for name, group in c.acc_groups.items():
+        read_groups = {}
+        for name, group in c.read_groups.items():
             ratio_bits = c.group_ratio_bits[name]
             element_bits = len(ports[name].data.as_value()) // (lanes << ratio_bits)
             m.d.comb += ports[name].addr.eq(group >> ratio_bits)
             if ratio_bits:
                 select = Signal(ratio_bits, name=f"{name}_select")
                 m.d.sync += select.eq(group[:ratio_bits])
-                acc_groups[name] = ports[name].data.as_value().word_select(select, lanes * element_bits)
+                read_groups[name] = ports[name].data.as_value().word_select(select, lanes * element_bits)
             else:
-                acc_groups[name] = ports[name].data
+                read_groups[name] = ports[name].data
         # A wide MUL2 reads Q accumulators of an ACC word, from group addresses that are multiples of Q / P.
         quant_select_bits = self._acc_ratio_bits - self._vec_ratio_bits
         acc_chunk = ports["acc_a"].data.as_value()
         if self._wide_mul2 and quant_select_bits:
             select = Signal(quant_select_bits, name="acc_a_chunk_select")
-            m.d.sync += select.eq(c.acc_groups["acc_a"][self._vec_ratio_bits:self._acc_ratio_bits])
+            m.d.sync += select.eq(c.read_groups["acc_a"][self._vec_ratio_bits:self._acc_ratio_bits])
             acc_chunk = acc_chunk.word_select(select, self._quant_lanes * self._acc_bits)
         m.d.comb += [
             ports["lower_bounds_read"].addr.eq(c.read_addresses["state_read"]),
@@ -1328,11 +1328,11 @@ class VectorUnit(wiring.Component):
             scalar=Signal(len(ports["scalars_read"].data)),
         )
         m.d.sync += [
-            inputs.vec.eq(acc_groups["vec_read"]),
+            inputs.vec.eq(read_groups["vec_read"]),
             inputs.vec_word.eq(ports["vec_read"].data),
-            inputs.acc_a.eq(acc_groups["acc_a"]),
+            inputs.acc_a.eq(read_groups["acc_a"]),
             inputs.acc_word.eq(acc_chunk[:self._quant_lanes * self._acc_bits]),
-            inputs.acc_b.eq(acc_groups["acc_b"]),
+            inputs.acc_b.eq(read_groups["acc_b"]),
             inputs.state.eq(ports["state_read"].data),
             inputs.const.eq(ports["const_read"].data),
             inputs.lower_bounds.eq(ports["lower_bounds_read"].data),
@@ -1594,7 +1594,7 @@ class VectorUnit(wiring.Component):
                     ]
             with m.If(idle):
                 if read_name in ACC_READS:
-                    m.d.comb += c.acc_groups[read_name].eq(read.address[shift:])
+                    m.d.comb += c.read_groups[read_name].eq(read.address[shift:])
                 else:
                     m.d.comb += ports[read_name].addr.eq(read.address[shift:])
 
