@@ -59,7 +59,7 @@ class MatVec(wiring.Component):
     with no gap between row groups, and the weight memory and the engine take
     one tile per cycle, so a projection streams ``row_groups * col_tiles`` tiles
     in as many cycles. Without output backpressure the beat of the last row
-    group is valid ``row_groups * col_tiles + ceil_log2(inputs) + 4`` cycles
+    group is valid ``row_groups * col_tiles + ceil_log2(inputs) + 5`` cycles
     after the cycle in which the command is transferred. Output backpressure
     stalls the whole pipeline.
 
@@ -125,7 +125,9 @@ class MatVec(wiring.Component):
         resolve_acc_bits(max_fan_in, acc_bits)
 
         self._engine = TernaryEngine(rows, inputs, max_fan_in=max_fan_in, acc_bits=acc_bits)
-        self._weights = WeightMemory(rows, inputs, weight_depth, row_trits=weight_row_trits)
+        code_addr_width = max(1, ceil_log2(code_depth))
+        self._weights = WeightMemory(rows, inputs, weight_depth, row_trits=weight_row_trits,
+                                     tag_bits=data.Layout.cast(self._read_tag_layout(code_addr_width)).size)
         self._rows = rows
         self._inputs = inputs
         self._weight_depth = weight_depth
@@ -173,6 +175,11 @@ class MatVec(wiring.Component):
     def acc_bits(self):
         return self._engine.acc_bits
 
+    @staticmethod
+    def _read_tag_layout(code_addr_width):
+        """Return the layout of a weight read's tag: the address of its codes and the tile flags."""
+        return data.StructLayout({"code_addr": unsigned(code_addr_width), "first": 1, "last": 1})
+
     @property
     def code_addr_width(self):
         """Width of a code buffer word address (at least 1)."""
@@ -217,7 +224,7 @@ class MatVec(wiring.Component):
 
         # Address generator: one tile per read-address transfer.
         issuing = Signal()
-        weight_addr = Signal.like(weights.read_addr.payload)
+        weight_addr = Signal.like(weights.read_addr.payload.addr)
         code_addr = Signal(self.code_addr_width)
         tile = Signal.like(self.command.payload.col_tiles)
         group = Signal.like(self.command.payload.row_groups)
@@ -225,14 +232,17 @@ class MatVec(wiring.Component):
         first_tile = Signal()
         last_tile = Signal()
         read_accept = Signal()
+        read_tag = Signal(self._read_tag_layout(self.code_addr_width))
         m.d.comb += [
             first_tile.eq(tile == 0),
             last_tile.eq(tile == command.col_tiles - 1),
             weights.read_addr.valid.eq(issuing),
-            weights.read_addr.payload.eq(weight_addr),
+            weights.read_addr.payload.addr.eq(weight_addr),
+            weights.read_addr.payload.tag.eq(read_tag),
+            read_tag.code_addr.eq(code_addr),
+            read_tag.first.eq(first_tile),
+            read_tag.last.eq(last_tile),
             read_accept.eq(weights.read_addr.valid & weights.read_addr.ready),
-            code_read.addr.eq(code_addr),
-            code_read.en.eq(read_accept),
         ]
 
         with m.If(read_accept):
@@ -246,17 +256,18 @@ class MatVec(wiring.Component):
             with m.Else():
                 m.d.sync += [tile.eq(tile + 1), code_addr.eq(code_addr + 1)]
 
-        # The tile flags follow the read data. They load on the same transfer and hold while it waits.
-        first_flag = Signal()
-        last_flag = Signal()
-        with m.If(read_accept):
-            m.d.sync += [first_flag.eq(first_tile), last_flag.eq(last_tile)]
+        # The codes' address and the tile flags travel with the weight read as its
+        # tag. The code buffer is read without a clock edge, so its codes reach the
+        # engine beside the trits, and the engine's input register takes both.
+        arrived = Signal(self._read_tag_layout(self.code_addr_width))
         m.d.comb += [
+            arrived.eq(weights.read_data.payload.tag),
+            code_read.addr.eq(arrived.code_addr),
             engine.tiles.valid.eq(weights.read_data.valid),
-            engine.tiles.payload.trits.eq(weights.read_data.payload),
+            engine.tiles.payload.trits.eq(weights.read_data.payload.trits),
             engine.tiles.payload.codes.eq(self._select_slot(code_read.data, command.code_slot)),
-            engine.tiles.payload.first.eq(first_flag),
-            engine.tiles.payload.last.eq(last_flag),
+            engine.tiles.payload.first.eq(arrived.first),
+            engine.tiles.payload.last.eq(arrived.last),
             weights.read_data.ready.eq(engine.tiles.ready),
         ]
 
@@ -304,7 +315,7 @@ class MatVec(wiring.Component):
                         init=[], attrs={"ram_style": "distributed"})
         m.submodules.code_buffer = buffer
         write = buffer.write_port(granularity=1)
-        read = buffer.read_port()
+        read = buffer.read_port(domain="comb")
 
         # Element `index` lies in word `index // K` at lane `index % K`, and lanes come in groups of P.
         # NOTE: for K or P other than a power of two these are constant dividers in logic, not slices.

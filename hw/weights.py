@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
@@ -83,12 +83,19 @@ class WeightMemory(wiring.Component):
     trits out of them. T is chosen to fill block-RAM rows: 32-trit words at
     two bits a trit fill 64 of 72 bits, 36-trit rows fill all 72.
 
-    Read side: each address accepted on ``read_addr`` reads word ``addr`` of all
-    R banks, and the R words appear on ``read_data`` one cycle later, bank
-    ``r`` at bits ``[r*2K, (r+1)*2K)`` (the engine's ``trits`` layout). One read
-    per cycle, in any order. ``read_addr.ready`` is ``~read_data.valid | read_data.ready``,
-    a combinational path from the downstream ready. Addresses at or above
-    ``depth`` read undefined data.
+    Read side: each request accepted on ``read_addr`` reads word ``addr`` of
+    all R banks, and the R words appear on ``read_data`` two cycles later
+    (:attr:`read_latency`), bank ``r`` at bits ``[r*2K, (r+1)*2K)`` of
+    ``trits`` (the engine's ``trits`` layout), with the request's ``tag``
+    beside them. The first cycle finds the memory row of the word and
+    registers it, so the division by T and the address lines of the banks
+    spread across the die are in different cycles. The memory does not use
+    the tag, which lets the reader keep what belongs with each word (such
+    as the address of its codes) in step with it. One read per cycle, in
+    any order. ``read_addr.ready`` is ``~pending | ~read_data.valid |
+    read_data.ready`` with ``pending`` the first cycle's valid register, a
+    combinational path from the downstream ready.
+    Addresses at or above ``depth`` read undefined data.
 
     Load side: a beat on ``load_start`` starts a load at the row address in
     its payload, and ``load_rows`` at that transfer sets the number of bank
@@ -127,13 +134,15 @@ class WeightMemory(wiring.Component):
         Words per bank.
     row_trits : int or None
         T, the trits per memory row, at least K; ``None`` means K.
+    tag_bits : int
+        Width of the tag that a read carries from ``read_addr`` to ``read_data`` (0 by default).
 
     Members
     -------
-    read_addr : ``In(stream.Signature(addr_width))``
-        Word addresses to read.
-    read_data : ``Out(stream.Signature(rows * inputs * 2))``
-        The R bank words of each address.
+    read_addr : ``In(stream.Signature(read_request_layout))``
+        Reads: ``addr``, the word address, and ``tag``.
+    read_data : ``Out(stream.Signature(read_data_layout))``
+        ``trits``, the R bank words of each read, and its ``tag``.
     load_start : ``In(stream.Signature(row_addr_width))``
         Row address at which a load begins.
     load_rows : ``In(load_rows_width)``
@@ -146,10 +155,15 @@ class WeightMemory(wiring.Component):
         An invalid byte or a write past ``row_depth`` since the last ``load_start``.
     """
 
-    def __init__(self, rows, inputs, depth, *, row_trits=None):
+    #: Cycles from a read's transfer on ``read_addr`` to its data on ``read_data``, without backpressure.
+    read_latency = 2
+
+    def __init__(self, rows, inputs, depth, *, row_trits=None, tag_bits=0):
         check_positive_int("rows", rows)
         check_positive_int("inputs", inputs)
         check_positive_int("depth", depth)
+        if not isinstance(tag_bits, int) or isinstance(tag_bits, bool) or tag_bits < 0:
+            raise ValueError(f"`tag_bits` must be a non-negative integer, not {tag_bits!r}")
         if row_trits is None:
             row_trits = inputs
         check_positive_int("row_trits", row_trits)
@@ -159,9 +173,10 @@ class WeightMemory(wiring.Component):
         self._inputs = inputs
         self._depth = depth
         self._row_trits = row_trits
+        self._tag_bits = tag_bits
         super().__init__({
-            "read_addr": In(stream.Signature(self.addr_width)),
-            "read_data": Out(stream.Signature(self.word_bits * rows)),
+            "read_addr": In(stream.Signature(self.read_request_layout)),
+            "read_data": Out(stream.Signature(self.read_data_layout)),
             "load_start": In(stream.Signature(self.row_addr_width)),
             "load_rows": In(self.load_rows_width),
             "load_data": In(stream.Signature(8)),
@@ -184,6 +199,18 @@ class WeightMemory(wiring.Component):
     @property
     def row_trits(self):
         return self._row_trits
+
+    @property
+    def tag_bits(self):
+        return self._tag_bits
+
+    @property
+    def read_request_layout(self):
+        return data.StructLayout({"addr": unsigned(self.addr_width), "tag": unsigned(self._tag_bits)})
+
+    @property
+    def read_data_layout(self):
+        return data.StructLayout({"trits": unsigned(self.word_bits * self._rows), "tag": unsigned(self._tag_bits)})
 
     @property
     def row_depth(self):
@@ -265,25 +292,43 @@ class WeightMemory(wiring.Component):
 
     def _elaborate_read(self, m, banks):
         K, T, trit_bits = self._inputs, self._row_trits, nx.TRIT_BITS
-        accept = Signal()
-        m.d.comb += [
-            self.read_addr.ready.eq(~self.read_data.valid | self.read_data.ready),
-            accept.eq(self.read_addr.valid & self.read_addr.ready),
-        ]
-        with m.If(accept):
-            m.d.sync += self.read_data.valid.eq(1)
-        with m.Elif(self.read_data.ready):
-            m.d.sync += self.read_data.valid.eq(0)
+        request, result = self.read_addr, self.read_data
 
-        row, offset = self._row_of_word(m, self.read_addr.payload)
+        # First cycle: the accepted address becomes row addresses in `pending`.
+        # Second cycle: the banks read them (`take`), and the word appears on `read_data`.
+        pending = Signal()
+        take = Signal()
+        m.d.comb += [
+            take.eq(pending & (~result.valid | result.ready)),
+            request.ready.eq(~pending | take),
+        ]
+        with m.If(request.valid & request.ready):
+            m.d.sync += pending.eq(1)
+        with m.Elif(take):
+            m.d.sync += pending.eq(0)
+        with m.If(take):
+            m.d.sync += result.valid.eq(1)
+        with m.Elif(result.ready):
+            m.d.sync += result.valid.eq(0)
+
+        pending_tag = Signal(self._tag_bits)
+        with m.If(request.valid & request.ready):
+            m.d.sync += pending_tag.eq(request.payload.tag)
+        with m.If(take):
+            m.d.sync += result.payload.tag.eq(pending_tag)
+
+        row, offset = self._row_of_word(m, request.payload.addr)
         if not self.split:
+            row_addr = Signal(self.row_addr_width)
+            with m.If(request.valid & request.ready):
+                m.d.sync += row_addr.eq(row)
             for index, bank in enumerate(banks):
                 port = bank["all"].read_port()
                 low = index * self.word_bits
                 m.d.comb += [
-                    port.addr.eq(row),
-                    port.en.eq(accept),
-                    self.read_data.payload[low:low + self.word_bits].eq(port.data[:self.word_bits]),
+                    port.addr.eq(row_addr),
+                    port.en.eq(take),
+                    result.payload.trits[low:low + self.word_bits].eq(port.data[:self.word_bits]),
                 ]
             return
 
@@ -292,22 +337,34 @@ class WeightMemory(wiring.Component):
         # trits [offset, offset + K) of row q followed by row q + 1. Offsets are
         # multiples of gcd(K, T), so the shifter has T / gcd(K, T) positions.
         step = math.gcd(K, T)
+        half_addr_width = max(1, ceil_log2(-(-self.row_depth // 2)))
+        even_addr = Signal(half_addr_width)
+        odd_addr = Signal(half_addr_width)
+        pending_odd_first = Signal()
+        pending_place = Signal(range(T // step))
+        with m.If(request.valid & request.ready):
+            m.d.sync += [
+                even_addr.eq((row + 1) >> 1),
+                odd_addr.eq(row >> 1),
+                pending_odd_first.eq(row[0]),
+                pending_place.eq(offset // step),
+            ]
         odd_first = Signal()
         place = Signal(range(T // step))
-        with m.If(accept):
-            m.d.sync += [odd_first.eq(row[0]), place.eq(offset // step)]
+        with m.If(take):
+            m.d.sync += [odd_first.eq(pending_odd_first), place.eq(pending_place)]
         for index, bank in enumerate(banks):
             even, odd = bank["even"].read_port(), bank["odd"].read_port()
             m.d.comb += [
-                even.addr.eq((row + 1) >> 1),
-                odd.addr.eq(row >> 1),
-                even.en.eq(accept),
-                odd.en.eq(accept),
+                even.addr.eq(even_addr),
+                odd.addr.eq(odd_addr),
+                even.en.eq(take),
+                odd.en.eq(take),
             ]
             pair = Signal(2 * self.row_bits)
             m.d.comb += pair.eq(Mux(odd_first, Cat(odd.data, even.data), Cat(even.data, odd.data)))
             low = index * self.word_bits
-            word = self.read_data.payload[low:low + self.word_bits]
+            word = result.payload.trits[low:low + self.word_bits]
             with m.Switch(place):
                 for value in range(T // step):
                     with m.Case(value):

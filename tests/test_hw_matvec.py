@@ -312,7 +312,7 @@ def test_matvec_cycle_count(rows, inputs, width):
     sim.add_testbench(testbench)
     sim.run()
     # One tile per cycle: a beat every `col_tiles` cycles after the fixed latency.
-    latency = (inputs - 1).bit_length() + 4
+    latency = (inputs - 1).bit_length() + 5
     assert valid_cycles == [3 * (group + 1) + latency for group in range(3)]
     assert beats == projection.expected
     # busy[i] is sampled in cycle i + 1: busy falls in the cycle after the last beat.

@@ -81,20 +81,26 @@ def run(memory, *testbenches):
 
 
 def read_back(memory, addresses, *, before=None, seed=0, idle=0.0, ready=1.0):
-    """Run ``before(ctx)`` (loads), then read ``addresses``; return the read data in order."""
-    words = []
+    """Run ``before(ctx)`` (loads), then read ``addresses``; return the read data in order.
+
+    Read ``i`` carries the tag ``i`` modulo ``2**tag_bits``, and each word must come back with its tag.
+    """
+    tags = [index % (1 << memory.tag_bits) for index in range(len(addresses))]
+    beats = []
 
     async def reader(ctx):
         if before is not None:
             await before(ctx)
-        await send_stream(ctx, memory.read_addr, addresses, np.random.default_rng(seed + 1), idle=idle)
+        requests = [{"addr": address, "tag": tag} for address, tag in zip(addresses, tags)]
+        await send_stream(ctx, memory.read_addr, requests, np.random.default_rng(seed + 1), idle=idle)
 
     async def monitor(ctx):
-        words.extend(await receive_stream(ctx, memory.read_data, len(addresses),
+        beats.extend(await receive_stream(ctx, memory.read_data, len(addresses),
                                           np.random.default_rng(seed + 2), ready=ready))
 
     run(memory, reader, monitor)
-    return words
+    assert [beat.tag for beat in beats] == tags
+    return [beat.trits for beat in beats]
 
 
 def test_linear_order_positions():
@@ -126,7 +132,7 @@ def test_weights_load_and_read(rows, inputs):
     sequence = linear_order(matrix, rows, inputs)
     words = projection_words(matrix.shape, rows, inputs)
     start, depth = 3, words + 5
-    memory = WeightMemory(rows, inputs, depth)
+    memory = WeightMemory(rows, inputs, depth, tag_bits=3)
     background = rng.integers(-1, 2, depth * rows * inputs)
 
     async def before(ctx):
@@ -179,7 +185,7 @@ def read_every_cycle(memory, count, load_rows, data):
         ctx.set(memory.read_addr.valid, 1)
         for cycle in range(count + 3):
             if cycle < count:
-                ctx.set(memory.read_addr.payload, cycle)
+                ctx.set(memory.read_addr.payload, {"addr": cycle, "tag": 0})
             else:
                 ctx.set(memory.read_addr.valid, 0)
             _, _, addr_ready, valid, payload = await ctx.tick().sample(
@@ -187,7 +193,7 @@ def read_every_cycle(memory, count, load_rows, data):
             assert addr_ready
             if valid:
                 valid_cycles.append(cycle)
-                payloads.append(payload)
+                payloads.append(payload.trits)
 
     run(memory, testbench)
     return valid_cycles, payloads
@@ -200,7 +206,7 @@ def test_weights_read_one_per_cycle():
     memory = WeightMemory(rows, inputs, 8)
     expected = expected_words(sequence, rows, inputs)
     valid_cycles, payloads = read_every_cycle(memory, len(expected), len(expected) * rows, pack_trits(sequence))
-    assert valid_cycles == [cycle + 1 for cycle in range(len(expected))]
+    assert valid_cycles == [cycle + memory.read_latency for cycle in range(len(expected))]
     assert payloads == expected
 
 
@@ -324,6 +330,11 @@ def test_weights_zero_depth_message():
         WeightMemory(2, 5, 0)
 
 
+def test_weights_negative_tag_bits_message():
+    with pytest.raises(ValueError, match=r"^`tag_bits` must be a non-negative integer, not -1$"):
+        WeightMemory(2, 5, 8, tag_bits=-1)
+
+
 def test_weights_wrong_type_message():
     with pytest.raises(TypeError, match=r"^`rows` must be a positive integer, not 2.0$"):
         WeightMemory(2.0, 5, 8)
@@ -341,7 +352,7 @@ def test_weights_words_straddle_rows(rows, inputs, row_trits):
     rng = np.random.default_rng(rows * 1000 + inputs * 10 + row_trits)
     depth = 23
     words = rng.integers(-1, 2, (depth, rows, inputs))
-    memory = WeightMemory(rows, inputs, depth, row_trits=row_trits)
+    memory = WeightMemory(rows, inputs, depth, row_trits=row_trits, tag_bits=6)
     assert memory.row_depth == -(-depth * inputs // row_trits)
     addresses = rng.permutation(np.repeat(np.arange(depth), 2)).tolist()
 
@@ -361,7 +372,7 @@ def test_weights_straddling_read_one_per_cycle():
     memory = WeightMemory(rows, inputs, len(words), row_trits=row_trits)
     data = pack_trits(weight_rows(words, row_trits).ravel())
     valid_cycles, payloads = read_every_cycle(memory, len(words), 0, data)
-    assert valid_cycles == [cycle + 1 for cycle in range(len(words))]
+    assert valid_cycles == [cycle + memory.read_latency for cycle in range(len(words))]
     assert payloads == [encode_trits(word) for word in words]
 
 
