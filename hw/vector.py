@@ -323,6 +323,13 @@ SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.SILU, Opcode.R
 # absmax register.
 MATVEC_NEIGHBOURS = (Opcode.GATES, Opcode.SILU)
 
+# These follow the writer on its own accumulators: they run beside it if they
+# set another absmax register (ARGMAX sets none), and issue a group of their
+# ACC source only once the writer has written it. The writer stores the row
+# groups in order and never again, so every group below its write position
+# is final.
+MATVEC_FOLLOWERS = (Opcode.RESID, Opcode.ARGMAX)
+
 
 class VectorUnit(wiring.Component):
     """Element-wise passes, output scales and the accumulator writer, with the memories they use.
@@ -399,9 +406,12 @@ class VectorUnit(wiring.Component):
     ``dst_max``. ``acc_dst`` must be a multiple of W; the model layout makes
     it a multiple of R. The writer runs beside later instructions: GATES
     and SILU go on while it runs if they read none of its accumulators and
-    set another absmax register (:data:`MATVEC_NEIGHBOURS`); every other
-    instruction waits until the writer has set its absmax register, and
-    ``busy`` stays high until then.
+    set another absmax register (:data:`MATVEC_NEIGHBOURS`). RESID and
+    ARGMAX follow it (:data:`MATVEC_FOLLOWERS`): they start while it runs
+    and issue a group of accumulators only after the writer has written
+    it, so they take more cycles than the table gives when they overtake it.
+    Every other instruction waits until the writer has set its absmax
+    register, and ``busy`` stays high until then.
 
     Host access (only while no instruction or state reset runs): a write
     stores one byte of a target's memory in the cycle it is presented. A read
@@ -802,20 +812,24 @@ class VectorUnit(wiring.Component):
                 # STATS and QUANT (`wide`) issue Q elements per cycle, the other passes P.
                 step = Mux(c.wide, self._quant_lanes, lanes)
                 last = c.remaining <= step
-                m.d.comb += [
-                    c.pipeline[0].valid.eq(1),
-                    c.pipeline[0].last.eq(last),
-                    c.pipeline[0].mask.eq(Cat((c.remaining > lane) & (c.wide | (lane < lanes))
-                                              for lane in range(self._quant_lanes))),
-                ]
-                m.d.sync += c.remaining.eq(c.remaining - step)
-                for name, address in c.read_addresses.items():
-                    if name in ("vec_read", "acc_a"):
-                        m.d.sync += address.eq(address + Mux(c.wide, 1 << self._vec_ratio_bits, 1))
-                    else:
-                        m.d.sync += address.eq(address + 1)
-                with m.If(last):
-                    m.next = "DRAIN"
+                # A follower of the writer waits for the group of ACC that it reads next.
+                behind_writer = (c.writer_busy & Cat(c.opcode == op for op in MATVEC_FOLLOWERS).any()
+                                 & (c.read_addresses["acc_a"] >= c.writer_written))
+                with m.If(~behind_writer):
+                    m.d.comb += [
+                        c.pipeline[0].valid.eq(1),
+                        c.pipeline[0].last.eq(last),
+                        c.pipeline[0].mask.eq(Cat((c.remaining > lane) & (c.wide | (lane < lanes))
+                                                  for lane in range(self._quant_lanes))),
+                    ]
+                    m.d.sync += c.remaining.eq(c.remaining - step)
+                    for name, address in c.read_addresses.items():
+                        if name in ("vec_read", "acc_a"):
+                            m.d.sync += address.eq(address + Mux(c.wide, 1 << self._vec_ratio_bits, 1))
+                        else:
+                            m.d.sync += address.eq(address + 1)
+                    with m.If(last):
+                        m.next = "DRAIN"
 
             with m.State("DRAIN"):
                 with m.Switch(c.opcode):
@@ -923,6 +937,8 @@ class VectorUnit(wiring.Component):
         c.writer_low = Signal(ADDRESS_BITS)
         c.writer_high = Signal(ADDRESS_BITS + 1)
         c.writer_dst_max = Signal(range(MAX_REGISTERS))
+        # The group address of ACC (as acc_a counts it) below which the writer has written every group.
+        c.writer_written = Signal.like(c.read_addresses["acc_a"])
         c.pass_writes_absmax = Signal()
         c.reset_address = Signal(len(ports["state_write"].addr))
 
@@ -1140,15 +1156,24 @@ class VectorUnit(wiring.Component):
 
     @staticmethod
     def _beside_writer(c):
-        """Return whether the latched instruction may run beside the accumulator writer (:data:`MATVEC_NEIGHBOURS`)."""
+        """Return whether the latched instruction may run beside the accumulator writer.
+
+        :data:`MATVEC_NEIGHBOURS` may if they read none of its accumulators,
+        :data:`MATVEC_FOLLOWERS` whatever they read; both only if they set
+        another absmax register.
+        """
         def apart(start, count):
             return (start >= c.writer_high) | (start + count <= c.writer_low)
 
-        gates, silu = c.instr.gates, c.instr.silu
-        return Mux(c.opcode == Opcode.GATES,
-                   apart(gates.acc_f, gates.count) & apart(gates.acc_i, gates.count)
-                   & (gates.dst_max != c.writer_dst_max),
-                   (c.opcode == Opcode.SILU) & apart(silu.acc_src, silu.count) & (silu.dst_max != c.writer_dst_max))
+        gates, silu, resid = c.instr.gates, c.instr.silu, c.instr.resid
+        with_neighbour = Mux(c.opcode == Opcode.GATES,
+                             apart(gates.acc_f, gates.count) & apart(gates.acc_i, gates.count)
+                             & (gates.dst_max != c.writer_dst_max),
+                             (c.opcode == Opcode.SILU) & apart(silu.acc_src, silu.count)
+                             & (silu.dst_max != c.writer_dst_max))
+        as_follower = (((c.opcode == Opcode.RESID) & (resid.dst_max != c.writer_dst_max))
+                       | (c.opcode == Opcode.ARGMAX))
+        return with_neighbour | as_follower
 
     def _elaborate_accumulator_writer(self, m, ports, c):
         """Add MATVEC's accumulator writer: one beat buffered, one ACC word of accumulators written per cycle.
@@ -1182,6 +1207,7 @@ class VectorUnit(wiring.Component):
                         c.writer_low.eq(fields.acc_dst),
                         c.writer_high.eq(fields.acc_dst + _multiply_by_constant(fields.row_groups, self._core.rows)),
                         c.writer_dst_max.eq(fields.dst_max),
+                        c.writer_written.eq(self._word(fields.acc_dst)),
                     ]
                     m.next = "ACCEPT"
             with m.State("ACCEPT"):
@@ -1208,6 +1234,7 @@ class VectorUnit(wiring.Component):
                 beat.eq(beat.as_value() >> (lanes * acc_bits)),
                 address.eq(address + 1),
                 chunk.eq(chunk + 1),
+                c.writer_written.eq((address + 1) << self._acc_ratio_bits),
             ]
             with m.If(last_chunk):
                 m.d.sync += [full.eq(0), chunk.eq(0)]

@@ -313,6 +313,39 @@ def test_vector_unit_silu_and_gates_run_beside_matvec(image):
     assert all(busy for _, busy in measured)
 
 
+@pytest.mark.parametrize("beat_idle", [0.0, 0.6])
+def test_vector_unit_resid_and_argmax_follow_matvec(image, beat_idle):
+    # RESID and ARGMAX start while the writer still stores the accumulators they
+    # read, and issue each group only after it is written. With gaps between
+    # the beats they overtake the writer and wait for it. Every register and
+    # memory ends as the model's.
+    unit = VectorUnit(CORE, image=image)
+    bench = Bench(unit, image, beat_idle=beat_idle, seed=3)
+    instructions = program_instructions(image)
+    measured = []
+
+    async def testbench(ctx):
+        previous = None
+        for instr in instructions:
+            follows = instr.opcode in (Opcode.RESID, Opcode.ARGMAX) and previous == Opcode.MATVEC
+            busy = ctx.get(unit.busy)
+            settle = instr.opcode != Opcode.MATVEC
+            cycles = await bench.execute(ctx, instr, TOKENS[0], settle=settle)
+            if follows:
+                measured.append((instr, busy, cycles))
+            if settle:
+                bench.compare(ctx, instr)
+            previous = instr.opcode
+
+    simulate(unit, testbench, bench)
+    opcodes = [instr.opcode for instr, _, _ in measured]
+    assert opcodes.count(Opcode.RESID) == 2 * CONFIG.num_layers
+    assert opcodes.count(Opcode.ARGMAX) == 1
+    assert all(busy for _, busy, _ in measured)
+    # Each one started before its first group was written, so it waited.
+    assert all(cycles > unit.cycles(instr.opcode, element_count(instr)) for instr, _, cycles in measured)
+
+
 def test_vector_unit_two_tokens_then_reset_state(image):
     # Beats arrive with random gaps, and the second token starts from the first one's state.
     unit = VectorUnit(CORE, image=image)
