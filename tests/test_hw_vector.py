@@ -342,8 +342,10 @@ def test_vector_unit_resid_and_argmax_follow_matvec(image, beat_idle):
     assert opcodes.count(Opcode.RESID) == 2 * CONFIG.num_layers
     assert opcodes.count(Opcode.ARGMAX) == 1
     assert all(busy for _, busy, _ in measured)
-    # Each one started before its first group was written, so it waited.
-    assert all(cycles > unit.cycles(instr.opcode, element_count(instr)) for instr, _, cycles in measured)
+    # With gaps between the beats, each one overtook the writer and waited.
+    waited = [cycles > unit.cycles(instr.opcode, element_count(instr)) for instr, _, cycles in measured]
+    if beat_idle:
+        assert all(waited)
 
 
 def test_vector_unit_two_tokens_then_reset_state(image):
