@@ -149,6 +149,9 @@ class Sequencer(wiring.Component):
                 m.d.sync += self.instruction.eq(read.data)
                 m.next = "ISSUE"
             with m.State("ISSUE"):
+                # The next word's address does not wait for the checks below,
+                # which start at a multiplier in the core (`reject`).
+                m.d.comb += read.addr.eq(pc + 1)
                 with m.If(opcode == Opcode.END):
                     m.d.sync += [self.status.eq(RunStatus.OK), self.done.eq(1), self.busy.eq(0)]
                     m.next = "IDLE"
@@ -160,7 +163,7 @@ class Sequencer(wiring.Component):
                                  self.busy.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += [self.start.eq(1), read.addr.eq(pc + 1)]
+                    m.d.comb += self.start.eq(1)
                     m.next = "WAIT"
             with m.State("WAIT"):
                 m.d.comb += read.addr.eq(pc + 1)
