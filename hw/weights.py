@@ -101,13 +101,13 @@ class WeightMemory(wiring.Component):
     its payload, and ``load_rows`` at that transfer sets the number of bank
     rows (T trits each) to write. The start is accepted only while
     ``load_busy`` is low, and it discards any partial row of the previous
-    load. ``load_data`` then takes one byte per cycle. A byte packs five trits in base 3,
-    ``sum((t_i + 1) * 3**i)``, trit 0 first in linear order: row address major, then bank,
-    then the trits of the row. A decoder register keeps the byte's trits for one cycle.
-    Then a gearbox of ``T + 4`` trits assembles rows and hands each to its bank as soon
-    as it is complete, and the bank writes it one cycle later from registers of its own.
-    For T below 5 a byte may complete more than one row, so the loader then takes a byte
-    about every ``5 / T`` cycles.
+    load. ``load_data`` then takes one byte per cycle. A byte packs
+    five trits in base 3, ``sum((t_i + 1) * 3**i)``, trit 0 first in linear
+    order: row address major, then bank, then the trits of the row. A decoder
+    register keeps the byte's trits for one cycle. Then a gearbox of ``T + 4``
+    trits assembles rows and hands each to its bank as soon as it is
+    complete. The bank writes it one cycle later, from registers of its own. For T below 5 a byte may complete more than one row, so the
+    loader then takes a byte about every ``5 / T`` cycles.
 
     Only the first ``load_rows`` bank rows of a load are written, so the zero
     trits that pad the final byte never overwrite the rows after it. Bytes
