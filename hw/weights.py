@@ -105,8 +105,8 @@ class WeightMemory(wiring.Component):
     five trits in base 3, ``sum((t_i + 1) * 3**i)``, trit 0 first in linear
     order: row address major, then bank, then the trits of the row. A decoder
     register keeps the byte's trits for one cycle. Then a gearbox of ``T + 4``
-    trits assembles rows and hands each to its bank as soon as it is
-    complete. The bank writes it one cycle later, from registers of its own. For T below 5 a byte may complete more than one row, so the
+    trits assembles rows and writes each to its bank as soon as it is
+    complete. For T below 5 a byte may complete more than one row, so the
     loader then takes a byte about every ``5 / T`` cycles.
 
     Only the first ``load_rows`` bank rows of a load are written, so the zero
@@ -150,7 +150,7 @@ class WeightMemory(wiring.Component):
     load_data : ``In(stream.Signature(8))``
         Base-3 packed trit bytes in linear order.
     load_busy : ``Out(1)``
-        A byte is being decoded, or a complete row is waiting to be written or is being written.
+        A byte is being decoded or a complete row is waiting to be written.
     load_error : ``Out(1)``
         An invalid byte or a write past ``row_depth`` since the last ``load_start``.
     """
@@ -400,6 +400,7 @@ class WeightMemory(wiring.Component):
             pending_after_write.eq(Mux(row_ready, pending >> (T * trit_bits), pending)),
             fill_after_write.eq(Mux(row_ready, fill - T, fill)),
             decoded_taken.eq(decoded_valid & (fill_after_write < T)),
+            self.load_busy.eq(decoded_valid | row_ready),
             self.load_start.ready.eq(~self.load_busy),
             # A waiting start stops new bytes, so the bytes before it drain first.
             self.load_data.ready.eq(~self.load_start.valid & (~decoded_valid | decoded_taken)),
@@ -430,22 +431,14 @@ class WeightMemory(wiring.Component):
             write.eq(row_ready & (~limited | (remaining != 0))),
             in_range.eq(row < self.row_depth),
         ]
-        # Each bank registers its row and writes it a cycle later, so the row bus reaches R register
-        # sets instead of every block RAM. Their enables differ, so synthesis keeps every copy.
-        staged_writes = []
         for index, ports in enumerate(write_ports):
-            selected = write & in_range & (bank == index)
-            staged_addr = Signal(len(ports[next(iter(ports))].addr), name=f"bank_{index}_write_addr")
-            staged_data = Signal(T * trit_bits, name=f"bank_{index}_write_data")
-            with m.If(selected):
-                m.d.sync += [staged_addr.eq(row >> 1 if self.split else row), staged_data.eq(pending[:T * trit_bits])]
             for half, port in ports.items():
-                staged_en = Signal(name=f"bank_{index}_{half}_write_en")
-                parity = (row[0] == (half == "odd")) if self.split else 1
-                m.d.sync += staged_en.eq(selected & parity)
-                m.d.comb += [port.addr.eq(staged_addr), port.data.eq(staged_data), port.en.eq(staged_en)]
-                staged_writes.append(staged_en)
-        m.d.comb += self.load_busy.eq(decoded_valid | row_ready | Cat(*staged_writes).any())
+                selected = (bank == index) & (row[0] == (half == "odd")) if self.split else bank == index
+                m.d.comb += [
+                    port.addr.eq(row >> 1 if self.split else row),
+                    port.data.eq(pending[:T * trit_bits]),
+                    port.en.eq(write & in_range & selected),
+                ]
         with m.If(write):
             with m.If(limited):
                 m.d.sync += remaining.eq(remaining - 1)
