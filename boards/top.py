@@ -50,12 +50,12 @@ BUSY_LED_HOLD_S = 0.05
 _FT231X_BAUD = 3_000_000
 _FT2232_BAUD = 3_000_000
 
-# Default accelerator clock of every board. The bundled core closed timing
-# at 30 MHz on the ULX3S-85F (speed grade 6), where nextpnr gave an Fmax of
-# 39.6 MHz. From the ULX3S's 25 MHz input the PLL's input divider is at most
-# 8, because the phase detector needs at least 3.125 MHz. So the clocks with
-# a whole number of cycles per 3 Mbaud bit are multiples of 15 MHz, and the
-# next one, 45 MHz, is above that Fmax.
+# Default accelerator clock of every board. The bundled core closes timing
+# at 30 MHz on the ULX3S-85F (speed grade 6), with an Fmax of about 47 MHz.
+# From the ULX3S's 25 MHz input the PLL's input divider is at most 8, because
+# the phase detector needs at least 3.125 MHz. So the clocks with a whole
+# number of cycles per 3 Mbaud bit are multiples of 15 MHz, and a build for
+# the next one, 45 MHz, failed timing at 42.1 MHz.
 _CLOCK_HZ = 30_000_000
 
 
