@@ -125,13 +125,13 @@ class MatVec(wiring.Component):
         resolve_acc_bits(max_fan_in, acc_bits)
 
         self._engine = TernaryEngine(rows, inputs, max_fan_in=max_fan_in, acc_bits=acc_bits)
-        code_addr_width = max(1, ceil_log2(code_depth))
+        # The weight memory's tag layout depends on the code buffer's depth.
+        self._code_depth = code_depth
         self._weights = WeightMemory(rows, inputs, weight_depth, row_trits=weight_row_trits,
-                                     tag_bits=data.Layout.cast(self._read_tag_layout(code_addr_width)).size)
+                                     tag_bits=self.read_tag_layout.size)
         self._rows = rows
         self._inputs = inputs
         self._weight_depth = weight_depth
-        self._code_depth = code_depth
         self._code_write_width = code_write_width
         self._code_slots = code_slots
 
@@ -175,10 +175,10 @@ class MatVec(wiring.Component):
     def acc_bits(self):
         return self._engine.acc_bits
 
-    @staticmethod
-    def _read_tag_layout(code_addr_width):
-        """Return the layout of a weight read's tag: the address of its codes and the tile flags."""
-        return data.StructLayout({"code_addr": unsigned(code_addr_width), "first": 1, "last": 1})
+    @property
+    def read_tag_layout(self):
+        """Layout of the tag of a weight read: the address of its codes and the tile flags."""
+        return data.StructLayout({"code_addr": unsigned(self.code_addr_width), "first": 1, "last": 1})
 
     @property
     def code_addr_width(self):
@@ -232,7 +232,7 @@ class MatVec(wiring.Component):
         first_tile = Signal()
         last_tile = Signal()
         read_accept = Signal()
-        read_tag = Signal(self._read_tag_layout(self.code_addr_width))
+        read_tag = Signal(self.read_tag_layout)
         m.d.comb += [
             first_tile.eq(tile == 0),
             last_tile.eq(tile == command.col_tiles - 1),
@@ -259,7 +259,7 @@ class MatVec(wiring.Component):
         # The codes' address and the tile flags travel with the weight read as its
         # tag. The code buffer is read without a clock edge, so its codes reach the
         # engine beside the trits, and the engine's input register takes both.
-        arrived = Signal(self._read_tag_layout(self.code_addr_width))
+        arrived = Signal(self.read_tag_layout)
         m.d.comb += [
             arrived.eq(weights.read_data.payload.tag),
             code_read.addr.eq(arrived.code_addr),
