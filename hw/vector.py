@@ -937,8 +937,8 @@ class VectorUnit(wiring.Component):
         c.writer_low = Signal(ADDRESS_BITS)
         c.writer_high = Signal(ADDRESS_BITS + 1)
         c.writer_dst_max = Signal(range(MAX_REGISTERS))
-        # The ACC group (as acc_a counts) below which the writer is done. NOTE: wraps to 0 if ACC has 2**n words.
-        c.writer_written = Signal.like(c.read_addresses["acc_a"])
+        # The ACC group (as acc_a counts) below which the writer is done, one bit wider to pass ACC's last word.
+        c.writer_written = Signal(len(c.read_addresses["acc_a"]) + 1)
         c.pass_writes_absmax = Signal()
         c.reset_address = Signal(len(ports["state_write"].addr))
 

@@ -346,6 +346,31 @@ def test_vector_unit_followers_track_writer(image, beat_idle):
     if beat_idle:
         for instr, _, cycles in measured:
             assert cycles > unit.cycles(instr.opcode, element_count(instr)), f"{instr}: did not wait"
+    else:
+        for instr, _, cycles in measured:
+            assert cycles == unit.cycles(instr.opcode, element_count(instr)), f"{instr}: waited"
+
+
+def test_vector_unit_follower_of_the_last_acc_word():
+    # The largest model of this core fills ACC's 128 words exactly, so the head's
+    # MATVEC writes the last word. The writer's position then counts past the
+    # last address, and ARGMAX must not wait until the writer is done.
+    core = CoreParams(rows=4, inputs=8, vector_lanes=4, max_hidden=48, max_intermediate=112, max_vocab=48,
+                      max_layers=2, weight_depth=4096)
+    config = ModelConfig(vocab_size=48, hidden_size=48, intermediate_size=112, num_layers=2)
+    image = memory_image(prepare(config, random_tensors(config, seed=4)), core)
+    unit = VectorUnit(core, image=image)
+    assert unit.memories["acc"].depth == 128
+    bench = Bench(unit, image)
+    measured = []
+
+    async def testbench(ctx):
+        measured.extend(await run_after_matvec(ctx, bench, program_instructions(image), (Opcode.ARGMAX,)))
+
+    simulate(unit, testbench, bench)
+    [(instr, busy, cycles)] = measured
+    assert busy
+    assert cycles == unit.cycles(Opcode.ARGMAX, element_count(instr))
 
 
 def test_vector_unit_two_tokens_then_reset_state(image):
