@@ -351,10 +351,9 @@ def test_vector_unit_followers_track_writer(image, beat_idle):
             assert cycles == unit.cycles(instr.opcode, element_count(instr)), f"{instr}: waited"
 
 
-def test_vector_unit_follower_of_the_last_acc_word():
-    # The largest model of this core fills ACC's 128 words exactly, so the head's
-    # MATVEC writes the last word. The writer's position then counts past the
-    # last address, and ARGMAX must not wait until the writer is done.
+def test_vector_unit_follows_last_acc_word():
+    # The largest model fills ACC's 128 words, so the head's MATVEC writes the last
+    # word, and ARGMAX must still follow the writer rather than wait until it is done.
     core = CoreParams(rows=4, inputs=8, vector_lanes=4, max_hidden=48, max_intermediate=112, max_vocab=48,
                       max_layers=2, weight_depth=4096)
     config = ModelConfig(vocab_size=48, hidden_size=48, intermediate_size=112, num_layers=2)
