@@ -4,6 +4,7 @@ import csv
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -98,6 +99,15 @@ def test_lane_row_meets_targets():
     assert row["tokens_per_second_target"] == "met"
 
 
+def test_lane_row_tokens_ceiling():
+    # 512 lanes cannot reach 50,000 tokens/s at 100 MHz even with every lane busy, but 1,024 can.
+    row = report.lane_row("16x32", bundled_core(), BUNDLED_TRITS, 8032, None)
+    assert row["tokens_per_second_ceiling"] == pytest.approx(100e6 / 2112)
+    assert row["tokens_per_second_ceiling"] < report.TARGET_TOKENS_PER_SECOND
+    wider = report.lane_row("32x32", replace(bundled_core(), rows=32), BUNDLED_TRITS, 8032, None)
+    assert wider["tokens_per_second_ceiling"] == pytest.approx(100e6 / 1056)
+
+
 def test_lane_row_misses_targets():
     row = report.lane_row("16x32", bundled_core(), BUNDLED_TRITS, 8032, board_summary(fmax=95.0, closed=False))
     assert row["utilization_target"] == "missed"
@@ -169,6 +179,7 @@ def test_lane_table_marks_targets():
     assert "96.0% met" in lines[4]
     assert "110.0 met" in lines[4]
     assert "50,000 met" in lines[4]
+    assert "47,348" in lines[4]
 
 
 def test_lane_table_columns_align():
