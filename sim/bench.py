@@ -45,12 +45,14 @@ from golden.checkpoint import load_checkpoint
 from golden.config import ModelConfig, intermediate_size_for, load_config
 from golden.float_model import FloatModel
 from golden.int_model import IntModel, prepare
+from golden.numerics import TRIT_BITS
 from hw.configs import CONFIGS
 
 from . import bench_report as report
 from .build import ROOT, generator_sources, run_bench, source_closure
 
-__all__ = ["BenchError", "ResultCache", "cache_key", "parse_core_shape", "core_for_model", "time_decoding", "main"]
+__all__ = ["BenchError", "ResultCache", "cache_key", "parse_core_shape", "block_ram_words", "core_for_model",
+           "time_decoding", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,10 @@ DEFAULT_MODEL = ROOT / "models" / "shakespeare-h128-l4"
 DEFAULT_PROMPT = "ROMEO.\n"
 # The sweep's cores round the words per weight bank that the model needs up
 # to a multiple of 256, which gives the bundled configuration's 2,304 (2,120
-# needed) at 16 x 32 lanes.
+# needed) at 16 x 32 lanes, but not past what the block RAMs for those words hold.
 WEIGHT_DEPTH_STEP = 256
+# Rows of an ECP5 DP16KD block RAM: 512 at 36 bits, 1,024 at 18 bits.
+EBR_ROWS_36_BITS = 512
 # The block compared with the published core (report.PAPER_BLOCK_CYCLES):
 # hidden size 512 and the GLU width that hgrn_bit derives for it
 # (hidden_ratio 4 gives 1536). A small vocabulary keeps the LM head, which
@@ -176,13 +180,30 @@ def _round_up(value, step):
     return -(-value // step) * step
 
 
+def block_ram_words(core, words):
+    """Return the words per weight bank that fill the block RAMs which ``words`` words of ``core`` need.
+
+    A bank stores its rows of T trits (2T bits, 18 or a multiple of 36) in
+    DP16KD block RAMs. When words straddle rows, the even and odd rows sit in
+    two memories. Either way a memory takes whole block RAMs of 512 rows, or
+    of 1,024 rows at 18 bits.
+    """
+    row_trits = core.weight_row_trits
+    halves = 1 if row_trits == core.inputs else 2
+    block_rows = EBR_ROWS_36_BITS * (2 if row_trits * TRIT_BITS == 18 else 1)
+    rows_needed = -(-words * core.inputs // row_trits)
+    half_rows = _round_up(-(-rows_needed // halves), block_rows)
+    return half_rows * halves * row_trits // core.inputs
+
+
 def core_for_model(base, rows, inputs, config: ModelConfig):
     """Return ``base`` with ``rows x inputs`` lanes, maxima that hold ``config`` and weight banks sized for it.
 
     Each maximum is the larger of ``base``'s and the model's. The weight
     depth is the words per bank that the model needs, rounded up to
-    WEIGHT_DEPTH_STEP. Raises ValueError for a lane shape that ``CoreParams``
-    rejects, and FitError when the model still does not fit.
+    WEIGHT_DEPTH_STEP, and at most :func:`block_ram_words`. Raises
+    ValueError for a lane shape that ``CoreParams`` rejects, and FitError
+    when the model still does not fit.
     """
     core = replace(base, rows=rows, inputs=inputs,
                    max_hidden=max(base.max_hidden, config.hidden_size),
@@ -190,7 +211,8 @@ def core_for_model(base, rows, inputs, config: ModelConfig):
                    max_vocab=max(base.max_vocab, config.vocab_size),
                    max_layers=max(base.max_layers, config.num_layers))
     words = plan(config, core).weight_words
-    core = replace(core, weight_depth=_round_up(words, WEIGHT_DEPTH_STEP))
+    depth = min(_round_up(words, WEIGHT_DEPTH_STEP), block_ram_words(core, words))
+    core = replace(core, weight_depth=depth)
     check_fit(config, core)
     return core
 

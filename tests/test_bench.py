@@ -11,8 +11,8 @@ import pytest
 from golden.config import ModelConfig, load_config
 from hw.configs import CONFIGS
 from sim import bench_report as report
-from sim.bench import (BLOCK_HIDDEN, BLOCK_INTERMEDIATE, ResultCache, cache_key, core_for_model, parse_core_shape,
-                       time_decoding)
+from sim.bench import (BLOCK_HIDDEN, BLOCK_INTERMEDIATE, ResultCache, block_ram_words, cache_key, core_for_model,
+                       parse_core_shape, time_decoding)
 from sim.build import ROOT
 
 BUNDLED_MODEL = ROOT / "models" / "shakespeare-h128-l4"
@@ -293,6 +293,24 @@ def test_core_for_smaller_lanes():
     # 4 layers of 128 x 128 (f, i, g, o) and 1024 x 128 and 128 x 512 (GLU), plus the 256 x 128 head.
     words = 4 * (4 * 16 * 8 + 2 * 64 * 8 + 16 * 32) + 32 * 8
     assert words <= core.weight_depth < words + 256
+
+
+def test_core_for_wider_lanes_fills_block_rams():
+    # 1,056 words of 32 trits take 939 rows of 36, and each half of a bank fits one
+    # 512-row block RAM. So the depth stops at the 1,152 words that they hold.
+    config = load_config(BUNDLED_MODEL)
+    core = core_for_model(CONFIGS["bundled"], 32, 32, config)
+    assert core.weight_depth == 1152
+    assert core.weight_rows == 1024
+
+
+def test_block_ram_words_by_row_width():
+    bundled = CONFIGS["bundled"]
+    assert block_ram_words(bundled, 2112) == 2304
+    assert block_ram_words(bundled, 2305) == 3456
+    # 18-bit rows of 9 trits, 1,024 to a block RAM.
+    narrow = replace(bundled, rows=4, inputs=8)
+    assert block_ram_words(narrow, 1) == 2 * 1024 * 9 // 8
 
 
 def test_core_for_model_grows_maxima():
