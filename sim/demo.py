@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from firmware.layout import check_fit
 from firmware.runtime import DEFAULT_PROMPT
+from golden.checkpoint import load_checkpoint
 from golden.generate import encode_prompt
 from hw.configs import CONFIGS
 
@@ -28,13 +30,20 @@ def main(argv=None):
     parser.add_argument("--waves", action="store_true", help="write an FST waveform of the run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        encode_prompt(args.prompt, 256)
-    except ValueError as error:
-        print(f"error: --prompt: {error}", file=sys.stderr)
-        return 1
     if args.tokens < 1:
         print(f"error: --tokens must be at least 1, not {args.tokens}", file=sys.stderr)
+        return 1
+    # Check the model and the prompt before the simulator's build, which takes minutes.
+    try:
+        config, _ = load_checkpoint(args.model)
+        check_fit(config, CONFIGS[args.config])
+    except ValueError as error:
+        print(f"error: --model: {error}", file=sys.stderr)
+        return 1
+    try:
+        encode_prompt(args.prompt, config.vocab_size)
+    except ValueError as error:
+        print(f"error: --prompt: {error}", file=sys.stderr)
         return 1
 
     started = time.monotonic()

@@ -55,6 +55,10 @@ def test_long_generation(config):
     (["--prompt", "ab\udcff"], "error: --prompt: the prompt is not valid UTF-8 text (character 2); "
                                "give the prompt in UTF-8\n"),
     (["--tokens", "0"], "error: --tokens must be at least 1, not 0\n"),
+    (["--model", "/nonexistent"], "error: --model: /nonexistent: model directory not found\n"),
+    (["--config", "small"], "error: --model: model does not fit the core: hidden_size 128 exceeds the core's maximum "
+                            "of 96; intermediate_size 512 exceeds the core's maximum of 256; the trits need 33792 "
+                            "words per weight bank, the core has 13368\n"),
 ])
 def test_demo_rejects_arguments_before_building(arguments, message, capsys):
     assert demo.main(arguments) == 1
