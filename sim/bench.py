@@ -460,7 +460,8 @@ def sweep_cores(shapes, config):
         try:
             cores[f"{rows}x{inputs}"] = core_for_model(CONFIGS["bundled"], rows, inputs, config)
         except (ValueError, FitError) as error:
-            raise ValueError(f"core configuration {rows}x{inputs}: {error}") from None
+            raise ValueError(f"core configuration {rows}x{inputs}: {error} (every core of the sweep has the "
+                             f"bundled core's {CONFIGS['bundled'].vector_lanes} vector lanes)") from None
     return cores
 
 

@@ -12,7 +12,7 @@ from golden.config import ModelConfig, load_config
 from hw.configs import CONFIGS
 from sim import bench_report as report
 from sim.bench import (BLOCK_HIDDEN, BLOCK_INTERMEDIATE, ResultCache, block_ram_words, cache_key, core_for_model,
-                       parse_core_shape, time_decoding)
+                       parse_core_shape, sweep_cores, time_decoding)
 from sim.build import ROOT
 
 BUNDLED_MODEL = ROOT / "models" / "shakespeare-h128-l4"
@@ -320,6 +320,12 @@ def test_core_for_model_grows_maxima():
     assert core.max_intermediate == BLOCK_INTERMEDIATE
     assert core.max_vocab == CONFIGS["bundled"].max_vocab
     assert core.max_layers == CONFIGS["bundled"].max_layers
+
+
+def test_sweep_names_the_fixed_vector_lanes():
+    config = load_config(BUNDLED_MODEL)
+    with pytest.raises(ValueError, match=r"core configuration 3x16: .* bundled core's 2 vector lanes"):
+        sweep_cores([(3, 16)], config)
 
 
 def test_core_for_model_rejects_lane_shape():
