@@ -281,7 +281,9 @@ def _load_into_device(device, params):
 def _generate(args, device, prompt, golden):
     """Stream the generated text and return the exit status."""
     global _stdout_mid_line
-    from .runtime import generate, token_bytes
+    from golden.generate import token_bytes
+
+    from .runtime import generate
 
     out = sys.stdout.buffer
     out.write(args.prompt.encode("utf-8"))

@@ -16,7 +16,7 @@ from .device import Device
 from .protocol import RunResult
 
 __all__ = ["DEFAULT_BAUD", "DEFAULT_PROMPT", "SerialPort", "open_serial_port", "load_params",
-           "TokenStep", "generate", "token_bytes"]
+           "TokenStep", "generate"]
 
 # The bit rate of every board top in boards/top.py, which gives its sources.
 # tests/test_cli.py checks that the two agree.
@@ -148,8 +148,3 @@ def generate(device: Device, prompt_tokens, count, *, golden: "IntModel | None" 
         generated = index + 1 >= len(prompt_tokens)
         yield TokenStep(index, token, generated, result, expected)
         token = result.argmax if generated else prompt_tokens[index + 1]
-
-
-def token_bytes(token):
-    """Return the text of ``token`` for a byte-level model: the byte itself, or ``<id>`` above 255."""
-    return bytes([token]) if 0 <= token < 256 else f"<{token}>".encode()

@@ -1,7 +1,8 @@
 """Generate text with the float or the integer golden model.
 
-Prompts and outputs are byte-level (the bundled model's vocabulary is the
-256 byte values); a model with another vocabulary takes token ids.
+Prompts and outputs are byte-level, as the bundled model's vocabulary is the
+256 byte values. A model with a larger vocabulary still takes the prompt as
+UTF-8 bytes, and a generated token above 255 prints as ``<id>``.
 """
 
 import argparse
@@ -13,7 +14,7 @@ from .checkpoint import load_checkpoint
 from .float_model import FloatModel
 from .int_model import IntModel, prepare
 
-__all__ = ["DEFAULT_PROMPT", "sample_token", "generate", "encode_prompt", "main"]
+__all__ = ["DEFAULT_PROMPT", "sample_token", "generate", "encode_prompt", "token_bytes", "main"]
 
 # A speaker line in the format of the plays that the bundled model was trained
 # on. After a bare "ROMEO:" with no newline, greedy decoding of that model
@@ -57,6 +58,11 @@ def encode_prompt(prompt, vocab_size):
                          f"give the prompt in UTF-8") from None
 
 
+def token_bytes(token):
+    """Return the text of ``token`` for a byte-level model: the byte itself, or ``<id>`` above 255."""
+    return bytes([token]) if 0 <= token < 256 else f"<{token}>".encode()
+
+
 def generate(model, prompt_tokens, count, temperature=0.0, top_k=0, seed=0, integer=False):
     """Feed ``prompt_tokens`` and yield ``count`` new tokens one by one."""
     rng = np.random.default_rng(seed)
@@ -86,6 +92,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="random seed for sampling")
     parser.add_argument("--integer", action="store_true", help="use the integer model instead of the float one")
     args = parser.parse_args(argv)
+    if args.tokens < 1:
+        parser.error(f"--tokens must be at least 1, not {args.tokens}")
+    if not args.temperature >= 0:
+        parser.error(f"--temperature must be 0 (greedy) or positive, not {args.temperature}")
+    if args.top_k < 0:
+        parser.error(f"--top-k must be 0 (all tokens) or positive, not {args.top_k}")
+    if args.seed < 0:
+        parser.error(f"--seed must be 0 or more, not {args.seed}")
     try:
         config, tensors = load_checkpoint(args.model)
         prompt = encode_prompt(args.prompt, config.vocab_size)
@@ -95,7 +109,7 @@ def main(argv=None):
     model = IntModel(prepare(config, tensors)) if args.integer else FloatModel(config, tensors)
     sys.stdout.write(args.prompt)
     for token in generate(model, prompt, args.tokens, args.temperature, args.top_k, args.seed, args.integer):
-        sys.stdout.buffer.write(bytes([token]))
+        sys.stdout.buffer.write(token_bytes(token))
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
