@@ -151,16 +151,23 @@ def parse_config(raw, path="config.json"):
     if not (math.isfinite(eps) and eps > 0):
         raise ConfigError(f"{path}: field `rms_norm_eps` must be a positive number, not {eps!r}")
 
+    # _field's errors already name the path, so only ModelConfig's own checks run
+    # inside the try block that adds it.
+    vocab_size = _field(raw, "vocab_size", int, path)
+    num_layers = _field(raw, "num_hidden_layers", int, path)
+    use_lower_bound = _field(raw, "use_lower_bound", bool, path, default=True, required=False)
+    bos_token_id = _field(raw, "bos_token_id", int, path, required=False)
+    eos_token_id = _field(raw, "eos_token_id", int, path, required=False)
     try:
         return ModelConfig(
-            vocab_size=_field(raw, "vocab_size", int, path),
+            vocab_size=vocab_size,
             hidden_size=hidden_size,
             intermediate_size=intermediate_size,
-            num_layers=_field(raw, "num_hidden_layers", int, path),
-            use_lower_bound=_field(raw, "use_lower_bound", bool, path, default=True, required=False),
+            num_layers=num_layers,
+            use_lower_bound=use_lower_bound,
             rms_norm_eps=float(eps),
-            bos_token_id=_field(raw, "bos_token_id", int, path, required=False),
-            eos_token_id=_field(raw, "eos_token_id", int, path, required=False),
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
         )
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None

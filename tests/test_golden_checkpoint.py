@@ -146,6 +146,28 @@ def test_missing_config_field(small):
         load_config(path)
 
 
+# A value of None deletes the field.
+@pytest.mark.parametrize("field, value", [
+    ("vocab_size", None),
+    ("vocab_size", "10"),
+    ("num_hidden_layers", 0),
+    ("use_lower_bound", "yes"),
+    ("eos_token_id", 1.5),
+])
+def test_config_error_names_path_once(small, field, value):
+    path, _ = small
+    config = json.loads((path / "config.json").read_text())
+    if value is None:
+        del config[field]
+    else:
+        config[field] = value
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as error_info:
+        load_config(path)
+    assert str(error_info.value).startswith(f"{path / 'config.json'}: ")
+    assert str(error_info.value).count("config.json") == 1
+
+
 def test_malformed_config_json(small):
     path, _ = small
     (path / "config.json").write_text("{ not json")
