@@ -44,6 +44,7 @@ def build_parser():
     run = commands.add_parser("run", help="load a model, feed a prompt and stream the generated text",
                               description="Load a model into the board, feed a prompt and stream the generated "
                                           "text (greedy decoding) to standard output.")
+    run.set_defaults(command_parser=run)
     _add_port_arguments(run)
     model = run.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="DIR", help="Hugging Face model directory")
@@ -58,6 +59,7 @@ def build_parser():
 
     status = commands.add_parser("status", help="print the core and the loaded model that the board reports",
                                  description="Print the STATUS fields that the board reports.")
+    status.set_defaults(command_parser=status)
     _add_port_arguments(status)
     return parser
 
@@ -93,7 +95,8 @@ def _check_arguments(parser, args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    _check_arguments(parser, args)
+    # The subcommand's parser prints its own usage line, as argparse does for a value of the wrong type.
+    _check_arguments(args.command_parser, args)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="mmfree: %(message)s", stream=sys.stderr)
     handler = run_command if args.command == "run" else status_command

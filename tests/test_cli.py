@@ -7,6 +7,7 @@ each. tests/test_serial_sim.py runs the same command against the Verilated
 board design.
 """
 
+import json
 import os
 import struct
 import threading
@@ -20,6 +21,7 @@ from firmware.cli import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, main
 from firmware.isa import CoreParams
 from firmware.protocol import (PROTOCOL_VERSION, STATUS_FIELDS, BadFrame, Command, FrameDecoder, Status,
                                StatusFlag, Target, encode_reply, encode_status)
+from golden.checkpoint import save_checkpoint
 from golden.config import ModelConfig
 from golden.generate import generate
 from golden.image import write_image
@@ -231,11 +233,45 @@ def test_run_reports_corrupted_image(capsysbinary, tmp_path, image):
     assert b"checksum mismatch" in err
 
 
-@pytest.mark.parametrize("arguments", [["--tokens", "0"], ["--prompt", ""], ["--timeout", "0"], ["--baud", "-1"]])
-def test_run_rejects_invalid_arguments(image, arguments):
+@pytest.mark.parametrize("arguments, message", [
+    (["--tokens", "0"], "--tokens must be at least 1, not 0"),
+    (["--tokens", "-5"], "--tokens must be at least 1, not -5"),
+    (["--prompt", ""], "--prompt is empty; give at least one character"),
+    (["--timeout", "0"], "--timeout must be a positive number of seconds, not 0.0"),
+    (["--timeout", "-1"], "--timeout must be a positive number of seconds, not -1.0"),
+    (["--baud", "-1"], "--baud must be a positive bit rate, not -1"),
+    (["--baud", "0"], "--baud must be a positive bit rate, not 0"),
+    (["--run-timeout", "0"], "--run-timeout must be a positive number of seconds, not 0.0"),
+])
+def test_run_rejects_invalid_arguments(capsys, image, arguments, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--port", "fake", "--image", str(image)] + arguments)
+    err = capsys.readouterr().err
     assert exit_info.value.code == 2
+    assert err.startswith("usage: mmfree run ")
+    assert err.endswith(f"mmfree run: error: {message}\n")
+
+
+def test_status_rejects_negative_retries(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["status", "--port", "fake", "--retries", "-1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("usage: mmfree status ")
+    assert err.endswith("mmfree status: error: --retries must be 0 or more, not -1\n")
+
+
+def test_run_names_config_path_once(capsysbinary, tmp_path):
+    save_checkpoint(tmp_path, MODEL_SHAPE, random_tensors(MODEL_SHAPE, seed=3))
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["vocab_size"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+
+    status = main(["run", "--port", "/dev/mmfree-no-such-port", "--model", str(tmp_path)])
+    _, err = capsysbinary.readouterr()
+    assert status == EXIT_ERROR
+    assert err.decode() == (f"mmfree: error: cannot load the model: {tmp_path / 'config.json'}: "
+                            f"missing field `vocab_size`\n")
 
 
 def test_status_prints_core(monkeypatch, capsysbinary, params):
