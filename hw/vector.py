@@ -937,8 +937,8 @@ class VectorUnit(wiring.Component):
         c.writer_low = Signal(ADDRESS_BITS)
         c.writer_high = Signal(ADDRESS_BITS + 1)
         c.writer_dst_max = Signal(range(MAX_REGISTERS))
-        # The ACC group (as acc_a counts) below which the writer is done, one bit wider to pass ACC's last word.
-        c.writer_written = Signal(len(c.read_addresses["acc_a"]) + 1)
+        # The ACC group (as acc_a counts) below which the writer is done, up to the group after ACC's last word.
+        c.writer_written = Signal(range((self._acc.depth << self._acc_ratio_bits) + 1))
         c.pass_writes_absmax = Signal()
         c.reset_address = Signal(len(ports["state_write"].addr))
 
