@@ -241,10 +241,15 @@ def run_core_program(program, token=0):
     dict(weights=0, row_groups=1, col_tiles=2, code=3),        # code words past the slot's 4
     dict(weights=0, row_groups=1, col_tiles=1, slot=3),        # a fourth code slot
 ])
-def test_core_rejects_matvec_outside_its_memories(fields):
+@pytest.mark.parametrize("after_valid", [False, True], ids=["first", "after-valid-matvec"])
+def test_core_rejects_matvec_outside_its_memories(fields, after_valid):
     # A MATVEC that would reach past the weight banks or the code buffer, or run no
     # tile, ends the RUN with NOT_LOADED instead of reading undefined data or hanging.
+    # After a valid MATVEC, the check must be the new word's, not the one before.
     program = [encode(Opcode.MATVEC, acc_dst=0, dst_max=0, **fields), encode(Opcode.END)]
+    if after_valid:
+        program.insert(0, encode(Opcode.MATVEC, weights=0, row_groups=1, col_tiles=1, slot=0, code=0, acc_dst=0,
+                                 dst_max=0))
     assert run_core_program(program) == Status.NOT_LOADED
 
 
