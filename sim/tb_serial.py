@@ -29,6 +29,7 @@ Settings come from environment variables (set by :mod:`sim.serial_demo`):
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -133,8 +134,18 @@ class PtyBridge:
         await First(*triggers)
 
 
+# C0 control bytes other than tab and newline, and DEL. A random model's output
+# contains them, and bytes such as ESC or SO would change the terminal's state.
+CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(chunk):
+    """Return ``chunk`` with each control byte but tab and newline written as ``\\xNN``."""
+    return CONTROL_BYTES.sub(lambda match: b"\\x%02x" % match[0][0], chunk)
+
+
 class HostOutput:
-    """Collects the host command's standard output and echoes it as it arrives."""
+    """Collects the host command's standard output and echoes it, control bytes escaped, as it arrives."""
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -150,7 +161,7 @@ class HostOutput:
             if not chunk:
                 return
             self.data += chunk
-            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.write(printable(chunk))
             sys.stdout.flush()
 
 

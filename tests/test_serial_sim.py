@@ -10,6 +10,7 @@ about 30 s on 2 cores, after a build of about 2 minutes.
 """
 
 from sim.serial_demo import run_serial_demo
+from sim.tb_serial import printable
 
 MODEL = "random:16,32,256,1,7"
 
@@ -18,3 +19,9 @@ def test_mmfree_run_over_simulated_serial_link():
     tests, failures = run_serial_demo("small", MODEL, "KING:\n", 8)
     assert tests == 1
     assert failures == 0, "`mmfree run --check` failed against the simulated board; see the log above"
+
+
+def test_echo_escapes_control_bytes():
+    assert printable(b"a\x1b[2Jb\x0e\x7f") == b"a\\x1b[2Jb\\x0e\\x7f"
+    # Tab, newline and the bytes of UTF-8 text stay as they are.
+    assert printable("ROMEO:\n\tthé".encode()) == "ROMEO:\n\tthé".encode()
