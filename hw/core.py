@@ -135,7 +135,7 @@ class Core(wiring.Component):
         # run at least one tile: with no tile the projection unit returns no
         # accumulators while the vector unit waits for them. Field values
         # wider than the projection unit's command are rejected too.
-        fields = sequencer.next_instruction.matvec
+        fields = instruction.matvec
         command = matvec.command.payload
         tiles = Signal(range(self._params.weight_depth * max(1, matvec.code_depth) + 1))
         bad_matvec = Signal()
@@ -147,10 +147,8 @@ class Core(wiring.Component):
                           | (fields.slot >= SLOTS)
                           | (fields.code + fields.col_tiles > matvec.code_depth)
                           | (fields.weights + tiles > self._params.weight_depth)),
+            sequencer.reject.eq((fields.opcode == Opcode.MATVEC) & bad_matvec),
         ]
-        # The check reads the word that the sequencer loads next and is registered with
-        # it, so its multiplier is not in the path to `start`.
-        m.d.sync += sequencer.reject.eq((fields.opcode == Opcode.MATVEC) & bad_matvec)
         assert len(command.row_groups) >= bits_for(self._params.weight_depth)
         assert len(command.col_tiles) >= bits_for(matvec.code_depth)
 

@@ -79,14 +79,11 @@ class Sequencer(wiring.Component):
     cycles : ``Out(32)``
     instruction : ``Out(instruction_layout())``
         The instruction being executed.
-    next_instruction : ``Out(instruction_layout())``
-        The program word that ``instruction`` takes at its next load, so a
-        check of it registered every cycle is the check of ``instruction``.
     start : ``Out(1)``
         One-cycle pulse: the unit of ``instruction.opcode`` starts.
     unit_done : ``In(1)``
     reject : ``In(1)``
-        The instruction on ``instruction`` must not run; read in the cycle that would pulse ``start``.
+        The instruction on ``instruction`` must not run; read in the cycle before ``start``.
     program_write : ``In(...)``
         ``en``, ``addr`` and ``data`` of the program memory's write port, with
         a byte-granular enable.
@@ -104,7 +101,6 @@ class Sequencer(wiring.Component):
             "status": Out(2),
             "cycles": Out(32),
             "instruction": Out(instruction_layout()),
-            "next_instruction": Out(instruction_layout()),
             "start": Out(1),
             "unit_done": In(1),
             "reject": In(1),
@@ -135,7 +131,7 @@ class Sequencer(wiring.Component):
         # The read port shows the word at `pc` in FETCH and, from ISSUE on,
         # the next word, which WAIT takes at `unit_done`. The host writes the
         # program memory only while no run is active.
-        m.d.comb += [read.addr.eq(pc), self.next_instruction.eq(read.data)]
+        m.d.comb += read.addr.eq(pc)
 
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -153,7 +149,8 @@ class Sequencer(wiring.Component):
                 m.d.sync += self.instruction.eq(read.data)
                 m.next = "ISSUE"
             with m.State("ISSUE"):
-                # The next word's address does not wait for the checks below.
+                # The next word's address does not wait for the checks below,
+                # which start at a multiplier in the core (`reject`).
                 m.d.comb += read.addr.eq(pc + 1)
                 with m.If(opcode == Opcode.END):
                     m.d.sync += [self.status.eq(RunStatus.OK), self.done.eq(1), self.busy.eq(0)]
