@@ -21,7 +21,7 @@ from pathlib import Path
 
 from firmware.runtime import DEFAULT_PROMPT
 from golden.config import ModelConfig
-from golden.generate import encode_prompt, generate
+from golden.generate import encode_prompt, generate, token_bytes
 from golden.image import write_image
 from golden.int_model import IntModel, IntParams, prepare
 from golden.synthetic import random_tensors
@@ -30,7 +30,7 @@ from hw.configs import CONFIGS
 from .build import build_component, run_component_bench
 from .serial_shim import SERIAL_TOP_NAME, SIM_DIVISOR, SIM_TIMEOUT_CYCLES, serial_link_shim
 
-__all__ = ["build_serial_design", "random_model_image", "host_command", "run_serial_demo", "main"]
+__all__ = ["build_serial_design", "random_model_image", "host_command", "expected_output", "run_serial_demo", "main"]
 
 DEFAULT_MODEL = "random:16,32,256,1,7"
 # Reply timeout of the host command in wall-clock seconds. A 1 KB request
@@ -73,8 +73,8 @@ def host_command():
 
 def expected_output(params: IntParams, prompt, tokens):
     """Return what `mmfree run` prints on standard output when every token equals the golden model."""
-    generated = bytes(generate(IntModel(params), encode_prompt(prompt, params.config.vocab_size), tokens,
-                               integer=True))
+    generated = b"".join(token_bytes(token) for token in generate(
+        IntModel(params), encode_prompt(prompt, params.config.vocab_size), tokens, integer=True))
     text = prompt.encode() + generated
     return text if text.endswith(b"\n") else text + b"\n"
 

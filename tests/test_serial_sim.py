@@ -9,7 +9,10 @@ golden model. The bench checks the command's exit status and its whole output. T
 about 30 s on 2 cores, after a build of about 2 minutes.
 """
 
-from sim.serial_demo import run_serial_demo
+from golden.config import ModelConfig
+from golden.int_model import prepare
+from golden.synthetic import random_tensors
+from sim.serial_demo import expected_output, run_serial_demo
 from sim.tb_serial import printable
 
 MODEL = "random:16,32,256,1,7"
@@ -25,3 +28,11 @@ def test_echo_escapes_control_bytes():
     assert printable(b"a\x1b[2Jb\x0e\x7f") == b"a\\x1b[2Jb\\x0e\\x7f"
     # Tab, newline and the bytes of UTF-8 text stay as they are.
     assert printable("ROMEO:\n\tthé".encode()) == "ROMEO:\n\tthé".encode()
+
+
+def test_expected_output_names_ids_above_255():
+    # mmfree prints a token above the byte values as <id>, so the expected output must too.
+    config = ModelConfig(vocab_size=300, hidden_size=16, intermediate_size=32, num_layers=1)
+    output = expected_output(prepare(config, random_tensors(config, seed=0)), "ab", 8)
+    assert output.startswith(b"ab")
+    assert b"<" in output
