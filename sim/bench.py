@@ -45,8 +45,8 @@ from golden.checkpoint import load_checkpoint
 from golden.config import ModelConfig, intermediate_size_for, load_config
 from golden.float_model import FloatModel
 from golden.int_model import IntModel, prepare
-from golden.numerics import TRIT_BITS
 from hw.configs import CONFIGS
+from hw.weights import WeightMemory
 
 from . import bench_report as report
 from .build import ROOT, generator_sources, run_bench, source_closure
@@ -60,7 +60,7 @@ DEFAULT_CONFIGS = "8x16,16x16,16x32,32x32"
 DEFAULT_MODEL = ROOT / "models" / "shakespeare-h128-l4"
 DEFAULT_PROMPT = "ROMEO.\n"
 # The sweep's cores round the words per weight bank that the model needs up
-# to a multiple of 256, which gives the bundled configuration's 2,304 (2,120
+# to a multiple of 256, which gives the bundled configuration's 2,304 (2,112
 # needed) at 16 x 32 lanes, but not past what the block RAMs for those words hold.
 WEIGHT_DEPTH_STEP = 256
 # Rows of an ECP5 DP16KD block RAM: 512 at 36 bits, 1,024 at 18 bits.
@@ -188,12 +188,11 @@ def block_ram_words(core, words):
     two memories. Either way a memory takes whole block RAMs of 512 rows, or
     of 1,024 rows at 18 bits.
     """
-    row_trits = core.weight_row_trits
-    halves = 1 if row_trits == core.inputs else 2
-    block_rows = EBR_ROWS_36_BITS * (2 if row_trits * TRIT_BITS == 18 else 1)
-    rows_needed = -(-words * core.inputs // row_trits)
-    half_rows = _round_up(-(-rows_needed // halves), block_rows)
-    return half_rows * halves * row_trits // core.inputs
+    memory = WeightMemory(core.rows, core.inputs, words, row_trits=core.weight_row_trits)
+    halves = 2 if memory.split else 1
+    block_rows = EBR_ROWS_36_BITS * (2 if memory.row_bits == 18 else 1)
+    half_rows = _round_up(-(-memory.row_depth // halves), block_rows)
+    return half_rows * halves * memory.row_trits // core.inputs
 
 
 def core_for_model(base, rows, inputs, config: ModelConfig):
