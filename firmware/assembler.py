@@ -55,10 +55,12 @@ def assemble(layout: ModelLayout, embed_exp):
     program = [encode(Opcode.EMBED, vec_dst=vec["x"], count=H, shift=shift,
                       dst_max=MaxRegister.X, vocab=V)]
 
-    def quantize(stage, src, src_max, count, slots):
+    def quantize(stage, src, src_max, count, slots, measured=False):
+        """STATS (unless the MUL2 that wrote ``src`` has ``measured`` it), the SCALEs and QUANT of a stage."""
         const = layout.stage_const[stage]
-        program.append(encode(Opcode.STATS, vec_src=src, src_max=src_max, const=const, count=count,
-                              slots=len(slots)))
+        if not measured:
+            program.append(encode(Opcode.STATS, vec_src=src, src_max=src_max, const=const, count=count,
+                                  slots=len(slots)))
         for slot, (projection, scale) in enumerate(slots):
             if scale is not None:
                 program.append(encode(Opcode.SCALE, dst_scale=scale,
@@ -74,7 +76,6 @@ def assemble(layout: ModelLayout, embed_exp):
 
     stages = iter(stage_layout(config))
     for layer in range(config.num_layers):
-        p = f"model.layers.{layer}"
         name, _, (f_proj, i_proj, g_proj) = next(stages)
         quantize(name, vec["x"], MaxRegister.X, H,
                  [(f_proj, ScaleRegister.F), (i_proj, ScaleRegister.I), (g_proj, None)])
@@ -84,12 +85,12 @@ def assemble(layout: ModelLayout, embed_exp):
         program.append(encode(Opcode.GATES, acc_f=acc["f"], acc_i=acc["i"], state=layer * layout.hidden_stride,
                               scale_f=ScaleRegister.F, scale_i=ScaleRegister.I, vec_dst=vec["silu_h"],
                               dst_max=MaxRegister.SILU_H, count=H))
+        # The MUL2s measure their products for the stage that follows, which has one projection.
+        name, _, (o_proj,) = next(stages)
         program.append(encode(Opcode.MUL2, acc_src=acc["g"], acc_max=MaxRegister.G, vec_src=vec["silu_h"],
                               vec_max=MaxRegister.SILU_H, vec_dst=vec["mixed"], dst_max=MaxRegister.MIXED,
-                              count=H))
-
-        name, _, (o_proj,) = next(stages)
-        quantize(name, vec["mixed"], MaxRegister.MIXED, H, [(o_proj, ScaleRegister.O)])
+                              count=H, const=layout.stage_const[name], slots=1))
+        quantize(name, vec["mixed"], MaxRegister.MIXED, H, [(o_proj, ScaleRegister.O)], measured=True)
         matvec(o_proj, 0, "o", MaxRegister.SCRATCH)
         program.append(encode(Opcode.RESID, acc_src=acc["o"], scale=ScaleRegister.O, vec_dst=vec["x"],
                               dst_max=MaxRegister.X, count=H))
@@ -100,12 +101,11 @@ def assemble(layout: ModelLayout, embed_exp):
         matvec(gate_proj, 0, "up", MaxRegister.UP, row_start=I)
         program.append(encode(Opcode.SILU, acc_src=acc["gate"], scale=ScaleRegister.GATE,
                               vec_dst=vec["silu_gate"], dst_max=MaxRegister.SILU_GATE, count=I))
+        name, _, (down_proj,) = next(stages)
         program.append(encode(Opcode.MUL2, acc_src=acc["up"], acc_max=MaxRegister.UP, vec_src=vec["silu_gate"],
                               vec_max=MaxRegister.SILU_GATE, vec_dst=vec["product"],
-                              dst_max=MaxRegister.PRODUCT, count=I))
-
-        name, _, (down_proj,) = next(stages)
-        quantize(name, vec["product"], MaxRegister.PRODUCT, I, [(down_proj, ScaleRegister.DOWN)])
+                              dst_max=MaxRegister.PRODUCT, count=I, const=layout.stage_const[name], slots=1))
+        quantize(name, vec["product"], MaxRegister.PRODUCT, I, [(down_proj, ScaleRegister.DOWN)], measured=True)
         matvec(down_proj, 0, "down", MaxRegister.SCRATCH)
         program.append(encode(Opcode.RESID, acc_src=acc["down"], scale=ScaleRegister.DOWN, vec_dst=vec["x"],
                               dst_max=MaxRegister.X, count=H))

@@ -19,6 +19,12 @@ Registers: ``MAX_REGISTERS`` absmax registers (each vector-writing pass
 stores the absmax of what it wrote into one), ``SCALE_REGISTERS`` Scalar
 registers (written by ``SCALE``), the sum of squares and the per-slot
 ``absmax(z)`` of the last ``STATS``, and the argmax of the last ``ARGMAX``.
+
+A MUL2 with ``slots`` above 0 sets its absmax register to
+:data:`golden.numerics.PRODUCT_BOUND` instead of the product's absmax, and
+sets the sum of squares and the ``absmax(z)`` of its first ``slots`` slots
+as a STATS of the product (``vec_src = vec_dst``, ``src_max = dst_max``,
+its ``const``) would. So one pass both writes a stage's input and measures it.
 """
 
 import enum
@@ -50,7 +56,7 @@ class Opcode(enum.IntEnum):
     SCALE = 5       # output scale K * absmax(z) * rsqrt(sumsq) into a scale register
     MATVEC = 6      # ternary accumulate of one weight block into the accumulator memory
     GATES = 7       # forget gate, input, recurrence; writes the state and silu(h)
-    MUL2 = 8        # norm16(a) * norm16(b)
+    MUL2 = 8        # norm16(a) * norm16(b); with slots, also the STATS of the product
     SILU = 9        # silu(apply_scale(acc, scale))
     RESID = 10      # x = saturate(x + apply_scale(acc, scale))
     ARGMAX = 11     # argmax over the accumulators
@@ -74,7 +80,8 @@ FIELDS = {
     Opcode.GATES: {"acc_f": ADDRESS_BITS, "acc_i": ADDRESS_BITS, "state": ADDRESS_BITS, "scale_f": 3,
                    "scale_i": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
     Opcode.MUL2: {"acc_src": ADDRESS_BITS, "acc_max": 3, "vec_src": ADDRESS_BITS, "vec_max": 3,
-                  "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
+                  "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS, "const": CONST_ADDRESS_BITS,
+                  "slots": 2},
     Opcode.SILU: {"acc_src": ADDRESS_BITS, "scale": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
     Opcode.RESID: {"acc_src": ADDRESS_BITS, "scale": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
     Opcode.ARGMAX: {"acc_src": ADDRESS_BITS, "count": COUNT_BITS},

@@ -50,6 +50,12 @@ class ProgramModel:
         const = self.image.const[instr.const:instr.const + instr.count]
         return vs, const
 
+    def _stats(self, vs, const, slots):
+        w = (vs * const[:, 0]) >> nx.W_SHIFT
+        self.sumsq = int(np.sum(w * w))
+        for slot in range(slots):
+            self.zmax[slot] = int(np.max(np.abs(vs * const[:, 1 + slot]))) if vs.size else 0
+
     def _write_vec(self, address, values, register):
         self.vec[address:address + values.size] = values
         self.max[register] = int(np.max(np.abs(values))) if values.size else 0
@@ -63,11 +69,7 @@ class ProgramModel:
             row = self.image.embeddings[token * stride:token * stride + instr.count]
             self._write_vec(instr.vec_dst, nx.round_shift(row, instr.shift), instr.dst_max)
         elif op == Opcode.STATS:
-            vs, const = self._stage_input(instr)
-            w = (vs * const[:, 0]) >> nx.W_SHIFT
-            self.sumsq = int(np.sum(w * w))
-            for slot in range(instr.slots):
-                self.zmax[slot] = int(np.max(np.abs(vs * const[:, 1 + slot])))
+            self._stats(*self._stage_input(instr), instr.slots)
         elif op == Opcode.SCALE:
             mantissa, exponent = self.image.scalars[instr.constant]
             k = nx.Scalar(int(mantissa), int(exponent))
@@ -110,6 +112,10 @@ class ProgramModel:
             a = nx.norm16(self.acc[instr.acc_src:instr.acc_src + n], self.max[instr.acc_max])[0]
             b = nx.norm16(self.vec[instr.vec_src:instr.vec_src + n], self.max[instr.vec_max])[0]
             self._write_vec(instr.vec_dst, a * b, instr.dst_max)
+            if instr.slots:
+                self.max[instr.dst_max] = nx.PRODUCT_BOUND
+                vs, _ = nx.norm16(a * b, nx.PRODUCT_BOUND)
+                self._stats(vs, self.image.const[instr.const:instr.const + n], instr.slots)
         elif op == Opcode.SILU:
             acc = self.acc[instr.acc_src:instr.acc_src + instr.count]
             self._write_vec(instr.vec_dst, nx.silu(nx.apply_scale(acc, self.scale[instr.scale])), instr.dst_max)

@@ -163,9 +163,13 @@ class IntModel:
         """Return the Q16 residual for ``token``."""
         return nx.round_shift(self.params.embeddings[token], self.params.embed_exp - nx.ACT_FRAC)
 
-    def run_stage(self, stage, v, trace=None):
-        """Quantize ``v`` for each projection of ``stage``; return ``[(acc, scale)]``."""
-        vs, _ = nx.norm16(v, np.max(np.abs(v)))
+    def run_stage(self, stage, v, trace=None, absmax=None):
+        """Quantize ``v`` for each projection of ``stage``; return ``[(acc, scale)]``.
+
+        ``v`` is block-normalized with ``absmax``, an upper bound of its
+        magnitudes, or with its own absmax when ``absmax`` is None.
+        """
+        vs, _ = nx.norm16(v, np.max(np.abs(v)) if absmax is None else absmax)
         w = (vs * stage.n) >> nx.W_SHIFT
         sumsq = int(np.sum(w * w))
         rsqrt = nx.scalar_rsqrt(sumsq)
@@ -205,7 +209,7 @@ class IntModel:
             mixed = (nx.norm16(acc_g, np.max(np.abs(acc_g)))[0]
                      * nx.norm16(silu_h, np.max(np.abs(silu_h)))[0])
 
-            ((acc_o, scale_o),) = self.run_stage(next(stages), mixed, record)
+            ((acc_o, scale_o),) = self.run_stage(next(stages), mixed, record, absmax=nx.PRODUCT_BOUND)
             x = nx.saturate(x + nx.apply_scale(acc_o, scale_o))
 
             ((acc_gu, scale_gu),) = self.run_stage(next(stages), x, record)
@@ -213,7 +217,7 @@ class IntModel:
             up = acc_gu[I:]
             product = nx.norm16(gate, np.max(np.abs(gate)))[0] * nx.norm16(up, np.max(np.abs(up)))[0]
 
-            ((acc_d, scale_d),) = self.run_stage(next(stages), product, record)
+            ((acc_d, scale_d),) = self.run_stage(next(stages), product, record, absmax=nx.PRODUCT_BOUND)
             x = nx.saturate(x + nx.apply_scale(acc_d, scale_d))
             if record is not None:
                 record[f"model.layers.{layer}"] = {"forget": f, "state": h.copy(), "mixed": mixed,

@@ -27,6 +27,11 @@ Where the float model and these primitives part
   epsilons (1e-6 against a mean square of order one), which are dropped.
 - The absmax floor of 1e-5 is dropped: an all-zero input gives all-zero codes
   and a zero output in both models.
+- A stage input that is a product of two block-normalized vectors (the
+  MLGRU's mixed output and the GLU's product) is normalized with the bound
+  :data:`PRODUCT_BOUND` rather than its own absmax, which keeps 15 bits
+  less the product's headroom instead of 15. Codes are computed from the
+  normalized values, so they change by at most the rounding of the lost bits.
 """
 
 import math
@@ -35,7 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "CODE_MAX", "CODE_BITS", "TRIT_BITS", "TRIT_ENCODING", "ACT_FRAC", "ACT_BITS", "GATE_ONE", "NORM_BITS", "MANT_BITS",
+    "CODE_MAX", "CODE_BITS", "TRIT_BITS", "TRIT_ENCODING", "ACT_FRAC", "ACT_BITS", "GATE_ONE", "NORM_BITS",
+    "PRODUCT_BOUND", "MANT_BITS",
     "Scalar", "saturate", "round_shift", "norm16", "accumulator_bits",
     "scalar_from_int", "scalar_from_float", "scalar_mul", "scalar_rsqrt", "scalar_to_float",
     "apply_scale", "quantize_codes", "sigma", "silu", "quantize_vector",
@@ -63,6 +69,13 @@ GATE_ONE = 1 << GATE_FRAC
 # a signed 16-bit value; per-channel constants (norm weights) are signed 16
 # bits with a per-vector exponent, their absmax in [2**14, 2**15).
 NORM_BITS = 16
+
+# The largest |norm16(a) * norm16(b)|: norm16's results lie in (-2**15, 2**15).
+# A stage whose input is such a product (the MLGRU's mixed output and the
+# GLU's product) normalizes it with this bound instead of its absmax. The
+# shift is then known before the product is written, so the vector unit
+# computes the stage's statistics in the same pass.
+PRODUCT_BOUND = ((1 << (NORM_BITS - 1)) - 1) ** 2
 
 # Mantissa width of a Scalar.
 MANT_BITS = 16

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -312,10 +312,10 @@ class _ArgMaxReducer(wiring.Component):
 ACC_READS = ("acc_a", "acc_b")
 
 # A SCALE runs beside later instructions. These wait until its scale register
-# contains the result: SCALE needs the scalar unit, STATS would change the sum
-# of squares and the zmax registers that it may still read, and the others read
-# scale registers.
-SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.SILU, Opcode.RESID)
+# contains the result: SCALE needs the scalar unit, STATS and a MUL2 with slots
+# would change the sum of squares and the zmax registers that it may still
+# read, and the others read scale registers.
+SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.MUL2, Opcode.SILU, Opcode.RESID)
 
 # A MATVEC's accumulator writer runs beside later instructions too. Only these
 # may run beside it, if they read none of its accumulators and set another
@@ -378,10 +378,10 @@ class VectorUnit(wiring.Component):
 
     ========  ============================
     EMBED     ``G + 8``
-    STATS     ``G + N + 8``
-    QUANT     ``G + N + Q + 5``
+    STATS     ``G + N + 9``
+    QUANT     ``G + N + Q + 6``
     GATES     ``G + A + 2 * L + 10``
-    MUL2      ``G + N + 8``
+    MUL2      ``G + N + 8``, or ``G + N + 9`` with ``slots`` above 0
     SILU      ``G + A + L + 7``
     RESID     ``G + A + 8``
     ARGMAX    ``G + 6``
@@ -647,8 +647,10 @@ class VectorUnit(wiring.Component):
         stages["embed"] = memory + 1
         stages["normalized"] = memory + norm_latency
         stages["product"] = stages["normalized"] + 1
-        stages["squares"] = stages["product"] + 1
-        stages["codes"] = stages["product"] + quant_latency
+        # STATS and QUANT take norm16(v) one stage late, where a measuring MUL2 has its product.
+        stages["stats"] = stages["product"] + 1
+        stages["squares"] = stages["stats"] + 1
+        stages["codes"] = stages["stats"] + quant_latency
         stages["scaled"] = memory + apply_latency
         stages["silu"] = stages["scaled"] + silu_latency
         stages["resid"] = stages["scaled"] + 1
@@ -664,12 +666,13 @@ class VectorUnit(wiring.Component):
         """Return whether a pass of ``opcode`` takes :attr:`quant_lanes` elements per cycle."""
         return opcode in (Opcode.STATS, Opcode.QUANT) or (opcode == Opcode.MUL2 and self._wide_mul2)
 
-    def cycles(self, opcode, count=0, row_groups=0):
+    def cycles(self, opcode, count=0, row_groups=0, slots=0):
         """Return the cycles from ``start`` to ``done`` of one instruction.
 
-        ``count`` is the element count of a pass and ``row_groups`` the number
-        of beats of a MATVEC. The MATVEC count assumes that each beat arrives
-        as soon as the unit is ready for it.
+        ``count`` is the element count of a pass, ``row_groups`` the number
+        of beats of a MATVEC and ``slots`` the slots that a MUL2 measures.
+        The MATVEC count assumes that each beat arrives as soon as the unit
+        is ready for it.
         """
         stages = self._stages()
         opcode = Opcode(opcode)
@@ -681,7 +684,7 @@ class VectorUnit(wiring.Component):
         absmax = _AbsMaxReducer.latency + 1
         if opcode == Opcode.EMBED:
             return issue + stages["embed"] + absmax
-        if opcode == Opcode.STATS:
+        if opcode == Opcode.STATS or (opcode == Opcode.MUL2 and slots):
             return issue + stages["squares"] + _SumReducer.latency + 1
         if opcode == Opcode.QUANT:
             return issue + stages["codes"] + 1
@@ -701,6 +704,12 @@ class VectorUnit(wiring.Component):
         # SCALE and MATVEC hand over to their engines in SETUP, so they are done in
         # two cycles (scale_cycles, matvec_cycles); other opcodes do nothing.
         return 2
+
+    def instruction_cycles(self, instr):
+        """Return :meth:`cycles` of a decoded instruction (:class:`firmware.isa.Instruction`)."""
+        fields = instr.fields
+        slots = fields.get("slots", 0) if instr.opcode == Opcode.MUL2 else 0
+        return self.cycles(instr.opcode, fields.get("count", 0), fields.get("row_groups", 0), slots)
 
     def matvec_cycles(self, row_groups):
         """Cycles from a MATVEC's ``start`` until its absmax register is set and its writer no longer keeps ``busy`` high.
@@ -824,7 +833,7 @@ class VectorUnit(wiring.Component):
                     ]
                     m.d.sync += c.remaining.eq(c.remaining - step)
                     for name, address in c.read_addresses.items():
-                        if name in ("vec_read", "acc_a"):
+                        if name in ("vec_read", "acc_a", "const_read"):
                             m.d.sync += address.eq(address + Mux(c.wide, 1 << self._vec_ratio_bits, 1))
                         else:
                             m.d.sync += address.eq(address + 1)
@@ -834,16 +843,20 @@ class VectorUnit(wiring.Component):
             with m.State("DRAIN"):
                 with m.Switch(c.opcode):
                     with m.Case(Opcode.EMBED, Opcode.GATES, Opcode.MUL2, Opcode.SILU, Opcode.RESID):
-                        with m.If(c.absmax_reducer.final):
+                        with m.If(c.measure):
+                            # The absmax register takes the bound that the measurements used.
+                            with m.If(c.sumsq_reducer.final):
+                                m.d.comb += c.pass_writes_absmax.eq(1)
+                                self._write_register(m, self._absmax, c.destination, nx.PRODUCT_BOUND)
+                                self._write_stats(m, c, c.instr.mul2.slots)
+                                finish()
+                        with m.Elif(c.absmax_reducer.final):
                             m.d.comb += c.pass_writes_absmax.eq(1)
                             self._write_register(m, self._absmax, c.destination, c.absmax_reducer.result)
                             finish()
                     with m.Case(Opcode.STATS):
                         with m.If(c.sumsq_reducer.final):
-                            m.d.sync += self._sumsq.eq(c.sumsq_reducer.result)
-                            for slot, (register, reducer) in enumerate(zip(self._zmax, c.zmax_reducers)):
-                                with m.If(slot < c.instr.stats.slots):
-                                    m.d.sync += register.eq(reducer.result)
+                            self._write_stats(m, c, c.instr.stats.slots)
                             finish()
                     with m.Case(Opcode.QUANT):
                         tap = c.pipeline[stages["codes"]]
@@ -895,7 +908,7 @@ class VectorUnit(wiring.Component):
         m.submodules.quantize = c.quantize = self._quantize
         m.submodules.scalar_unit = c.scalar_unit = self._scalar_unit
         # The zmax reducers finish no later than the sum, so STATS waits for the sum only.
-        assert _AbsMaxReducer.latency <= (stages["squares"] - stages["product"]) + _SumReducer.latency
+        assert _AbsMaxReducer.latency <= (stages["squares"] - stages["stats"]) + _SumReducer.latency
 
         c.instr = Signal(instruction_layout())
         c.token = Signal(32)
@@ -904,16 +917,17 @@ class VectorUnit(wiring.Component):
         # Loaded in SETUP: the elements still to issue, the read and write
         # addresses (word addresses), the norm16 shifts, the scales and EMBED's shift.
         c.remaining = Signal(range((1 << 16) + 1))
-        # Addresses count groups of P elements, except CONST's, which counts
-        # words of Q. An ACC word contains 2 ** acc_ratio_bits groups and a VEC
-        # word 2 ** vec_ratio_bits.
+        # Addresses count groups of P elements. An ACC word contains
+        # 2 ** acc_ratio_bits groups, and a VEC or CONST word 2 ** vec_ratio_bits.
         c.group_ratio_bits = {"acc_a": self._acc_ratio_bits, "acc_b": self._acc_ratio_bits,
-                              "vec_read": self._vec_ratio_bits}
+                              "vec_read": self._vec_ratio_bits, "const_read": self._vec_ratio_bits}
         c.read_addresses = {name: Signal(len(ports[name].addr) + c.group_ratio_bits.get(name, 0),
                                          name=f"{name}_address")
                             for name in ("vec_read", "acc_a", "acc_b", "state_read", "const_read", "embed_read")}
         c.vec_write_address = Signal(len(ports["vec_write"].addr) + self._vec_ratio_bits)
         c.wide = Signal()
+        # A MUL2 with slots: the pass measures its product as STATS would.
+        c.measure = Signal()
         c.state_write_address = Signal(len(ports["state_write"].addr))
         c.code_index = Signal(self._code_index_bits)
         c.vec_shift = Signal(range(-nx.NORM_BITS, 32 + 1))
@@ -971,6 +985,13 @@ class VectorUnit(wiring.Component):
         """Return the word address of an element address, a multiple of P."""
         return address[self._lane_bits:]
 
+    def _write_stats(self, m, c, slots):
+        """Set the sum of squares and the zmax registers of the slots below ``slots`` from their reducers."""
+        m.d.sync += self._sumsq.eq(c.sumsq_reducer.result)
+        for slot, (register, reducer) in enumerate(zip(self._zmax, c.zmax_reducers)):
+            with m.If(slot < slots):
+                m.d.sync += register.eq(reducer.result)
+
     @staticmethod
     def _write_register(m, registers, index, value):
         """Set ``registers[index]`` to ``value`` at the next clock edge."""
@@ -995,7 +1016,10 @@ class VectorUnit(wiring.Component):
             return _select(m, index, self._zmax + [C(0, 32)] * (4 - SLOTS), 32, name=None)
 
         wide_ops = [Opcode.STATS, Opcode.QUANT] + ([Opcode.MUL2] if self._wide_mul2 else [])
-        m.d.sync += c.wide.eq(Cat(c.opcode == op for op in wide_ops).any())
+        m.d.sync += [
+            c.wide.eq(Cat(c.opcode == op for op in wide_ops).any()),
+            c.measure.eq((c.opcode == Opcode.MUL2) & (instr.mul2.slots != 0)),
+        ]
         with m.Switch(c.opcode):
             with m.Case(Opcode.EMBED):
                 fields = instr.embed
@@ -1020,7 +1044,7 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [
                     c.remaining.eq(fields.count),
                     addresses["vec_read"].eq(word(fields.vec_src)),
-                    addresses["const_read"].eq(fields.const[self._quant_bits:]),
+                    addresses["const_read"].eq(word(fields.const)),
                     c.vec_shift.eq(absmax(fields.src_max)),
                 ]
             with m.Case(Opcode.QUANT):
@@ -1030,7 +1054,7 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [
                     c.remaining.eq(fields.count),
                     addresses["vec_read"].eq(word(fields.vec_src)),
-                    addresses["const_read"].eq(fields.const[self._quant_bits:]),
+                    addresses["const_read"].eq(word(fields.const)),
                     c.vec_shift.eq(absmax(fields.src_max)),
                     c.code_index.eq(_multiply_by_constant(fields.code, self._core.inputs)),
                 ]
@@ -1054,6 +1078,7 @@ class VectorUnit(wiring.Component):
                     c.remaining.eq(fields.count),
                     addresses["acc_a"].eq(word(fields.acc_src)),
                     addresses["vec_read"].eq(word(fields.vec_src)),
+                    addresses["const_read"].eq(word(fields.const)),
                     c.vec_write_address.eq(word(fields.vec_dst)),
                     c.acc_shift.eq(absmax(fields.acc_max)),
                     c.vec_shift.eq(absmax(fields.vec_max)),
@@ -1318,12 +1343,12 @@ class VectorUnit(wiring.Component):
         read_groups = {}
         for name, group in c.read_groups.items():
             ratio_bits = c.group_ratio_bits[name]
-            element_bits = len(ports[name].data.as_value()) // (lanes << ratio_bits)
+            element_bits = len(Value.cast(ports[name].data)) // (lanes << ratio_bits)
             m.d.comb += ports[name].addr.eq(group >> ratio_bits)
             if ratio_bits:
                 select = Signal(ratio_bits, name=f"{name}_select")
                 m.d.sync += select.eq(group[:ratio_bits])
-                read_groups[name] = ports[name].data.as_value().word_select(select, lanes * element_bits)
+                read_groups[name] = Value.cast(ports[name].data).word_select(select, lanes * element_bits)
             else:
                 read_groups[name] = ports[name].data
         # A wide MUL2 reads Q accumulators of an ACC word, from group addresses that are multiples of Q / P.
@@ -1350,6 +1375,7 @@ class VectorUnit(wiring.Component):
             acc_b=Signal(data.ArrayLayout(signed(self._acc_bits), lanes)),
             state=Signal(data.ArrayLayout(signed(nx.ACT_BITS), lanes)),
             const=Signal(data.ArrayLayout(const_layout, self._quant_lanes)),
+            const_group=Signal(data.ArrayLayout(const_layout, lanes)),
             lower_bounds=Signal(data.ArrayLayout(unsigned(nx.NORM_BITS), lanes)),
             embed=Signal(data.ArrayLayout(signed(nx.NORM_BITS), lanes)),
             scalar=Signal(len(ports["scalars_read"].data)),
@@ -1362,6 +1388,7 @@ class VectorUnit(wiring.Component):
             inputs.acc_b.eq(read_groups["acc_b"]),
             inputs.state.eq(ports["state_read"].data),
             inputs.const.eq(ports["const_read"].data),
+            inputs.const_group.eq(read_groups["const_read"]),
             inputs.lower_bounds.eq(ports["lower_bounds_read"].data),
             inputs.embed.eq(ports["embed_read"].data),
             inputs.scalar.eq(ports["scalars_read"].data),
@@ -1400,11 +1427,9 @@ class VectorUnit(wiring.Component):
             norm_acc.shift.eq(c.acc_shift),
         ]
 
-        # One 16 x 16 multiplier serves STATS (vs * n) and MUL2 (the two
-        # normalized operands); three more give z = vs * c for each slot.
-        const = delay(inputs.const[lane], memory, stages["normalized"], "const")
-        other = Mux(c.opcode == Opcode.MUL2, norm_acc.normalized, const.n)
-        product = self._elaborate_stats_products(m, lane, norm_vec.normalized, const, other, outputs)
+        const = delay(inputs.const_group[lane], memory, stages["product"], "const")
+        product = self._elaborate_stats_products(m, lane, c, norm_vec.normalized, norm_acc.normalized, const,
+                                                 outputs)
         m.d.comb += outputs.vec[Opcode.MUL2][lane].eq(product)
 
         # SILU, and the input of GATES: silu(apply_scale(acc, scale)).
@@ -1463,13 +1488,28 @@ class VectorUnit(wiring.Component):
         ]
 
     @staticmethod
-    def _elaborate_stats_products(m, lane, normalized, const, other, outputs):
-        """Add a lane's products of STATS and QUANT: ``normalized * other``, each z and the square; return the first."""
-        product = Signal(signed(2 * nx.NORM_BITS), name=f"product_lane{lane}")
-        m.d.sync += product.eq(normalized * other)
+    def _elaborate_stats_products(m, lane, c, normalized, acc_normalized, const, outputs):
+        """Add a lane's products: MUL2's, and the z of each slot and the square of STATS, QUANT and a measuring MUL2.
+
+        ``normalized`` and ``acc_normalized`` are at stage ``normalized``, and
+        ``const`` at stage ``product``. Returns MUL2's product (stage
+        ``product``), or None where ``acc_normalized`` is None (no MUL2 on the lane).
+        """
+        normalized_1 = Signal(signed(nx.NORM_BITS), name=f"normalized_lane{lane}")
+        m.d.sync += normalized_1.eq(normalized)
+        if acc_normalized is None:
+            product, measured = None, normalized_1
+        else:
+            product = Signal(signed(2 * nx.NORM_BITS), name=f"product_lane{lane}")
+            m.d.sync += product.eq(normalized * acc_normalized)
+            # norm16(product, PRODUCT_BOUND) is a fixed shift, and it fits 16 bits.
+            shift = nx.PRODUCT_BOUND.bit_length() - (nx.NORM_BITS - 1)
+            measured = Mux(c.measure, product[shift:shift + nx.NORM_BITS].as_signed(), normalized_1)
         for slot in range(SLOTS):
-            m.d.sync += outputs.z[slot][lane].eq(normalized * const[f"c{slot}"])
-        w = product >> nx.W_SHIFT
+            m.d.sync += outputs.z[slot][lane].eq(measured * const[f"c{slot}"])
+        scaled = Signal(signed(2 * nx.NORM_BITS), name=f"scaled_lane{lane}")
+        m.d.sync += scaled.eq(measured * const.n)
+        w = scaled >> nx.W_SHIFT
         m.d.sync += outputs.squares[lane].eq((w * w).as_unsigned())
         return product
 
@@ -1483,17 +1523,18 @@ class VectorUnit(wiring.Component):
             norm_vec.value.eq(inputs.vec_word[lane]),
             norm_vec.shift.eq(c.vec_shift),
         ]
-        const = _delay(m, inputs.const[lane], c.stages["normalized"] - self.MEMORY, f"const_lane{lane}")
-        other = const.n
+        const = _delay(m, inputs.const[lane], c.stages["product"] - self.MEMORY, f"const_lane{lane}")
+        acc_normalized = None
         if self._wide_mul2:
             norm_acc = units["norm_acc"]
             m.d.comb += [
                 norm_acc.value.eq(inputs.acc_word[lane]),
                 norm_acc.shift.eq(c.acc_shift),
             ]
-            other = Mux(c.opcode == Opcode.MUL2, norm_acc.normalized, const.n)
-        product = self._elaborate_stats_products(m, lane, norm_vec.normalized, const, other, outputs)
-        m.d.comb += outputs.vec[Opcode.MUL2][lane].eq(product)
+            acc_normalized = norm_acc.normalized
+        product = self._elaborate_stats_products(m, lane, c, norm_vec.normalized, acc_normalized, const, outputs)
+        if product is not None:
+            m.d.comb += outputs.vec[Opcode.MUL2][lane].eq(product)
 
     def _elaborate_pass_outputs(self, m, ports, c, inputs, outputs):
         """Connect each pass's results, at the pass's own stage, to its memory writes and reducers."""
@@ -1544,10 +1585,10 @@ class VectorUnit(wiring.Component):
                 state_write.data.eq(outputs.new_state),
             ]
 
-        # STATS: sum of squares and the absmax of each z.
+        # STATS and a measuring MUL2: sum of squares and the absmax of each z.
         squares_tap = pipeline[stages["squares"]]
-        product_tap = pipeline[stages["product"]]
-        is_stats = opcode == Opcode.STATS
+        stats_tap = pipeline[stages["stats"]]
+        is_stats = (opcode == Opcode.STATS) | c.measure
         m.d.comb += [
             c.sumsq_reducer.valid.eq(is_stats & squares_tap.valid),
             c.sumsq_reducer.last.eq(squares_tap.last),
@@ -1556,16 +1597,16 @@ class VectorUnit(wiring.Component):
         ]
         for reducer, z in zip(c.zmax_reducers, outputs.z):
             m.d.comb += [
-                reducer.valid.eq(is_stats & product_tap.valid),
-                reducer.last.eq(product_tap.last),
-                reducer.mask.eq(product_tap.mask),
+                reducer.valid.eq(is_stats & stats_tap.valid),
+                reducer.last.eq(stats_tap.last),
+                reducer.mask.eq(stats_tap.mask),
             ]
             for lane in range(self._quant_lanes):
                 m.d.comb += reducer.values[lane].eq(z[lane])
 
         # QUANT: the codes of each slot's z, for the slots below `slots`.
         quantize = c.quantize
-        assert stages["product"] + 1 >= quantize.setup_latency
+        assert stages["stats"] + 1 >= quantize.setup_latency
         for slot, z in enumerate(outputs.z):
             for lane in range(self._quant_lanes):
                 m.d.comb += quantize.z[slot * self._quant_lanes + lane].eq(z[lane])

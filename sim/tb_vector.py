@@ -326,7 +326,7 @@ class TB:
         self.model.execute(instr, token)
         self.compare(where)
         if check_cycles:
-            expected = self.unit.cycles(instr.opcode, instr.fields.get("count", 0), instr.fields.get("row_groups", 0))
+            expected = self.unit.instruction_cycles(instr)
             self.scoreboard.compare(where, "cycles from start to done", [expected], [cycles])
             self.cycle_checks += 1
         return cycles
