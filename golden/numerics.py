@@ -29,7 +29,7 @@ Where the float model and these primitives part
   and a zero output in both models.
 - A stage input that is a product of two block-normalized vectors (the
   MLGRU's mixed output and the GLU's product) is normalized with the bound
-  :data:`PRODUCT_BOUND` rather than its own absmax, which keeps 15 bits
+  :data:`PRODUCT_BOUND` rather than its own absmax, which keeps 14 bits
   less the product's headroom instead of 15. Codes are computed from the
   normalized values, so they change by at most the rounding of the lost bits.
 """
@@ -70,12 +70,12 @@ GATE_ONE = 1 << GATE_FRAC
 # bits with a per-vector exponent, their absmax in [2**14, 2**15).
 NORM_BITS = 16
 
-# The largest |norm16(a) * norm16(b)|: norm16's results lie in (-2**15, 2**15).
+# The largest |norm16(a) * norm16(b)|: norm16's results lie in [-2**15, 2**15).
 # A stage whose input is such a product (the MLGRU's mixed output and the
 # GLU's product) normalizes it with this bound instead of its absmax. The
 # shift is then known before the product is written, so the vector unit
 # computes the stage's statistics in the same pass.
-PRODUCT_BOUND = ((1 << (NORM_BITS - 1)) - 1) ** 2
+PRODUCT_BOUND = (1 << (NORM_BITS - 1)) ** 2
 
 # Mantissa width of a Scalar.
 MANT_BITS = 16

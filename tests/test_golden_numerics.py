@@ -79,6 +79,21 @@ def test_norm16_range():
         assert np.max(np.abs(normalized)) >= 2**14
 
 
+def test_product_bound_is_the_largest_product():
+    # norm16 rounds towards minus infinity, so -absmax can become -2**15, and
+    # the product of two such results reaches PRODUCT_BOUND.
+    for absmax in [2**15 - 1, 2**15, 2**15 + 1, 3 * 2**20 - 1, 2**31 - 1]:
+        extremes = np.array([-absmax, absmax])
+        normalized, _ = nx.norm16(extremes, absmax)
+        products = np.outer(normalized, normalized)
+        assert np.max(np.abs(products)) <= nx.PRODUCT_BOUND
+    smallest, _ = nx.norm16(np.array([-(2**31 - 1)]), 2**31 - 1)
+    assert int(smallest[0]) ** 2 == nx.PRODUCT_BOUND
+    # The bound's shift makes every product 16 bits.
+    shifted, shift = nx.norm16(np.array([nx.PRODUCT_BOUND, -nx.PRODUCT_BOUND + 1]), nx.PRODUCT_BOUND)
+    assert shift == 16 and shifted.tolist() == [2**14, -(2**14)]
+
+
 def test_scalar_rsqrt_accuracy():
     for value in [1, 2, 3, 255, 2**14, 2**16 - 1, 10**9, 2**47 + 12345, 2**48 - 1]:
         scalar = nx.scalar_rsqrt(value)

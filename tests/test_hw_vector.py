@@ -466,6 +466,34 @@ def test_vector_unit_argmax_ties_and_empty_passes(image):
     assert bench.model.argmax == 1
 
 
+def test_vector_unit_mul2_measures_any_slot_count(image):
+    # After the first GATES, the product of the program's first MUL2 measured
+    # for 0 to 3 slots with the first stage's constants (three projections),
+    # over a partial group and an empty pass, each in the documented cycles.
+    unit = VectorUnit(CORE, image=image)
+    bench = Bench(unit, image)
+    instructions = program_instructions(image)
+    first_mul2 = next(instr for instr in instructions if instr.opcode == Opcode.MUL2)
+    const = image.layout.stage_const[next(iter(image.layout.stage_const))]
+    measured = []
+
+    async def testbench(ctx):
+        for instr in instructions[:instructions.index(first_mul2)]:
+            await bench.execute(ctx, instr, TOKENS[0])
+        for count, slots in ((first_mul2.count, 0), (first_mul2.count, 3), (5, 2), (0, 1), (first_mul2.count, 1)):
+            instr = decode(encode(Opcode.MUL2, **{**first_mul2.fields, "count": count, "const": const,
+                                                  "slots": slots}))
+            measured.append((instr, await bench.execute(ctx, instr)))
+            bench.compare(ctx, instr)
+            if slots:
+                assert ctx.get(unit.registers["absmax"][instr.dst_max]) == nx.PRODUCT_BOUND
+
+    simulate(unit, testbench, bench)
+    assert len({bench.model.zmax[slot] for slot in range(SLOTS)}) == SLOTS
+    for instr, cycles in measured:
+        assert cycles == unit.instruction_cycles(instr), f"{instr}: cycles"
+
+
 def test_vector_unit_host_load_runs_first_stage(image):
     # Only what the first stage reads is loaded, through the host port.
     unit = VectorUnit(CORE)
