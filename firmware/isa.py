@@ -12,7 +12,7 @@ depend on the opcode (:data:`FIELDS`) and follow it from bit
 after another.
 
 The code buffer has ``SLOTS`` slots of code words: QUANT writes the codes
-of every slot that the last STATS measured in one pass, and MATVEC names
+of every slot that the last STATS (or MUL2 with slots) measured in one pass, and MATVEC names
 the slot and the word of its first codes.
 
 Registers: ``MAX_REGISTERS`` absmax registers (each vector-writing pass

@@ -169,7 +169,10 @@ class IntModel:
         ``v`` is block-normalized with ``absmax``, an upper bound of its
         magnitudes, or with its own absmax when ``absmax`` is None.
         """
-        vs, _ = nx.norm16(v, np.max(np.abs(v)) if absmax is None else absmax)
+        peak = int(np.max(np.abs(v)))
+        if absmax is not None and absmax < peak:
+            raise ValueError(f"stage {stage.name}: the bound {absmax} is below the input's absmax {peak}")
+        vs, _ = nx.norm16(v, peak if absmax is None else absmax)
         w = (vs * stage.n) >> nx.W_SHIFT
         sumsq = int(np.sum(w * w))
         rsqrt = nx.scalar_rsqrt(sumsq)

@@ -312,9 +312,11 @@ class _ArgMaxReducer(wiring.Component):
 ACC_READS = ("acc_a", "acc_b")
 
 # A SCALE runs beside later instructions. These wait until its scale register
-# contains the result: SCALE needs the scalar unit, STATS and a MUL2 with slots
-# would change the sum of squares and the zmax registers that it may still
-# read, and the others read scale registers.
+# contains the result: SCALE needs the scalar unit, and GATES, SILU and RESID
+# read scale registers. STATS and MUL2, which may set the sum of squares and
+# zmax, need not wait, because the engine copies both when it starts; they
+# wait anyway, which costs no cycle in the assembler's programs, where every
+# SCALE's engine is done before the next stage's STATS or MUL2.
 SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.MUL2, Opcode.SILU, Opcode.RESID)
 
 # A MATVEC's accumulator writer runs beside later instructions too. Only these
@@ -342,7 +344,7 @@ class VectorUnit(wiring.Component):
 
     SCALE is the exception: its ``done`` follows in two cycles, and its
     engine computes the scale on the ScalarUnit while later instructions
-    run. SCALE, STATS, GATES, SILU and RESID start only once the engine has
+    run. SCALE, STATS, GATES, MUL2, SILU and RESID start only once the engine has
     written the scale register (:data:`SCALE_WAITERS`); ``busy`` stays high
     until then (:attr:`scale_cycles` after the SCALE's ``start``).
 
@@ -353,8 +355,9 @@ class VectorUnit(wiring.Component):
     - Vector base addresses (``vec_*``, ``acc_*``, ``state``, ``const``) are
       element addresses and must be multiples of P; their low bits are ignored.
       STATS and QUANT take :attr:`quant_lanes` (2P where 2P divides K)
-      elements per cycle, so their ``vec_src`` and ``const`` must be
-      multiples of ``quant_lanes``, as :func:`firmware.layout.plan` places them.
+      elements per cycle, and so does MUL2 where :attr:`wide_mul2`, so their
+      ``vec_*`` and ``const`` must be multiples of ``quant_lanes``, as
+      :func:`firmware.layout.plan` places them.
     - EMBED reads the embedding row of ``token`` at element
       ``token * padded(count)``, the row stride of :func:`firmware.layout.plan`
       (``padded`` rounds up to a multiple of P). It saturates its results to
@@ -365,7 +368,8 @@ class VectorUnit(wiring.Component):
       that overlaps a source at another offset is not supported.
     - Elements at or past ``count`` are neither written nor counted in any
       absmax, sum or argmax. A pass with ``count = 0`` writes nothing and sets
-      its absmax register (or ARGMAX's result) to 0.
+      its absmax register (or ARGMAX's result) to 0, except that a MUL2 with
+      ``slots`` sets it to ``PRODUCT_BOUND`` as always.
     - The exponent of a SCALARS constant is stored as int16 and used as its
       low 10 bits (:data:`~hw.arith.ScalarLayout`).
 

@@ -182,6 +182,8 @@ def test_assembled_program_stays_inside_model(config_name, shape):
             assert fields["acc_src"] + fields["count"] <= acc, where
             assert fields["vec_src"] + fields["count"] <= vec, where
             assert fields["vec_dst"] + fields["count"] <= vec, where
+            assert fields["slots"] == 1, where
+            assert fields["const"] + fields["count"] <= const, where
         elif opcode in (Opcode.SILU, Opcode.RESID):
             assert fields["acc_src"] + fields["count"] <= acc, where
             assert fields["vec_dst"] + fields["count"] <= vec, where
