@@ -20,8 +20,8 @@ __all__ = ["MaxRegister", "ScaleRegister", "assemble", "program_bytes", "disasse
 class MaxRegister:
     """Absmax register of each vector the program writes.
 
-    PRODUCT holds ``PRODUCT_BOUND`` for both products that a MUL2 measures,
-    and X_BOUND the bound of x that a RESID measures x with.
+    A MUL2 that measures a product sets PRODUCT to ``PRODUCT_BOUND`` (for
+    both products), and a RESID that measures x sets X_BOUND to x's bound.
     """
     X = 0
     SILU_H = 1
@@ -83,7 +83,7 @@ def assemble(layout: ModelLayout, embed_exp):
     intermediate_bits = bit_length(CODE_MAX * I)
 
     def measure(stage):
-        """The fields of a MUL2 or RESID that measures its result for ``stage``."""
+        """Return the fields of a MUL2 or RESID that measures its result for ``stage``."""
         name, _, projections = stage
         return {"const": layout.stage_const[name], "slots": len(projections)}
 

@@ -326,10 +326,10 @@ SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.MUL2, Opcode.S
 MATVEC_NEIGHBOURS = (Opcode.GATES, Opcode.SILU)
 
 # These follow the writer on its own accumulators: they run beside it if they
-# set another absmax register (ARGMAX sets none), and issue a group of their
-# ACC source only once the writer has written it. The writer stores the row
-# groups in order and never again, so every group below its write position
-# is final.
+# set other absmax registers (ARGMAX sets none, a measuring RESID two), and
+# issue a group of their ACC source only once the writer has written it. The
+# writer stores the row groups in order and never again, so every group
+# below its write position is final.
 MATVEC_FOLLOWERS = (Opcode.RESID, Opcode.ARGMAX)
 
 
@@ -366,6 +366,8 @@ class VectorUnit(wiring.Component):
     - A pass reads each group of its sources before it writes the group at
       the same address, so RESID updates ``vec_dst`` in place. A destination
       that overlaps a source at another offset is not supported.
+    - A RESID with ``slots`` needs ``bound_max`` other than ``dst_max``;
+      where they are the same, the register ends with the bound.
     - Elements at or past ``count`` are neither written nor counted in any
       absmax, sum or argmax. A pass with ``count = 0`` writes nothing and sets
       its absmax register (or ARGMAX's result) to 0, except that a MUL2 with
@@ -411,7 +413,9 @@ class VectorUnit(wiring.Component):
     it a multiple of R. The writer runs beside later instructions: GATES
     and SILU go on while it runs if they read none of its accumulators and
     set another absmax register (:data:`MATVEC_NEIGHBOURS`). RESID and
-    ARGMAX follow it (:data:`MATVEC_FOLLOWERS`): they start while it runs
+    ARGMAX follow it (:data:`MATVEC_FOLLOWERS`), if they set other absmax
+    registers than the writer (a RESID with ``slots`` sets ``dst_max`` and
+    ``bound_max``): they start while it runs
     and issue a group of accumulators only after the writer has written
     it, so they take more cycles than the table gives when they overtake it.
     Every other instruction waits until the writer has set its absmax
@@ -1629,7 +1633,7 @@ class VectorUnit(wiring.Component):
                 state_write.data.eq(outputs.new_state),
             ]
 
-        # STATS and a measuring MUL2: sum of squares and the absmax of each z.
+        # STATS and a measuring MUL2 or RESID: sum of squares and the absmax of each z.
         squares_tap = Signal.like(pipeline[0], name="squares_tap")
         stats_tap = Signal.like(pipeline[0], name="stats_tap")
         m.d.comb += [

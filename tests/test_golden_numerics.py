@@ -91,7 +91,8 @@ def test_product_bound_is_the_largest_product():
     assert int(smallest[0]) ** 2 == nx.PRODUCT_BOUND
     # The bound's shift makes every product 16 bits.
     shifted, shift = nx.norm16(np.array([nx.PRODUCT_BOUND, -nx.PRODUCT_BOUND + 1]), nx.PRODUCT_BOUND)
-    assert shift == 16 and shifted.tolist() == [2**14, -(2**14)]
+    assert shift == 16
+    assert shifted.tolist() == [2**14, -(2**14)]
 
 
 def test_scalar_rsqrt_accuracy():

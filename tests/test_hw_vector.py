@@ -496,9 +496,10 @@ def test_vector_unit_mul2_measures_any_slot_count(image):
 
 def test_vector_unit_resid_measures_with_any_bound(image):
     # The program's first RESID, then RESIDs that measure their sums with
-    # bounds from both ends of residual_bound (a term of 1, the cap at 2**31
-    # from a large scale and from a large absmax register), for 0 to 3
-    # slots, a partial group and an empty pass, each in the documented cycles.
+    # bounds from both ends of residual_bound: a term of 1, and the cap at
+    # 2**31 from a large scale and from a large absmax register. They
+    # measure 0 to 3 slots, a partial group and an empty pass, each in the
+    # documented cycles.
     unit = VectorUnit(CORE, image=image)
     bench = Bench(unit, image)
     instructions = program_instructions(image)
