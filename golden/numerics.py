@@ -29,11 +29,11 @@ Where the float model and these primitives part
   and a zero output in both models.
 - A stage input that is a product of two block-normalized vectors (the
   MLGRU's mixed output and the GLU's product) is normalized with the bound
-  :data:`PRODUCT_BOUND` rather than its own absmax. Its largest element then
-  keeps 14 bits less the product's headroom, instead of 15: as many bits
-  fewer as the large elements of the two vectors miss each other, and all
-  of them where every product is below 2**16. The bundled model loses no
-  accuracy by it (README, Fidelity).
+  :data:`PRODUCT_BOUND` rather than its own absmax. Its largest normalized
+  element then has up to 14 bits instead of 15, and fewer where the large
+  elements of the two factors fall at different positions. Where every
+  product is below 2**16, all of them become 0 or -1. On the bundled model
+  the integer model's fidelity stays the same (README, Fidelity).
 """
 
 import math

@@ -313,10 +313,10 @@ ACC_READS = ("acc_a", "acc_b")
 
 # A SCALE runs beside later instructions. These wait until its scale register
 # contains the result: SCALE needs the scalar unit, and GATES, SILU and RESID
-# read scale registers. STATS and MUL2, which may set the sum of squares and
-# zmax, need not wait, because the engine copies both when it starts; they
-# wait anyway, which costs no cycle in the assembler's programs, where every
-# SCALE's engine is done before the next stage's STATS or MUL2.
+# read scale registers. STATS and MUL2 may set the sum of squares and zmax,
+# which the engine copies when it starts, so they need not wait. They wait
+# anyway: in the assembler's programs every SCALE's engine is done before the
+# next stage's STATS or MUL2, so that costs no cycle.
 SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.MUL2, Opcode.SILU, Opcode.RESID)
 
 # A MATVEC's accumulator writer runs beside later instructions too. Only these
@@ -478,10 +478,9 @@ class VectorUnit(wiring.Component):
         self._core = core
         self._lanes = lanes
         self._lane_bits = exact_log2(lanes)
-        # STATS and QUANT take Q = quant_lanes elements per cycle: VEC and CONST
-        # words are Q elements wide, and the other passes use one P-group of a VEC word.
+        # STATS and QUANT take Q = quant_lanes elements per cycle. VEC and CONST
+        # words are Q elements wide, and the other passes use one P-group of a word.
         self._quant_lanes = quant_lanes = core.quant_lanes
-        self._quant_bits = exact_log2(quant_lanes)
         self._vec_ratio_bits = exact_log2(quant_lanes // lanes)
         self._acc_bits = core.acc_bits
         self._sizes = sizes = memory_sizes(core)

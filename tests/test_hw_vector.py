@@ -467,9 +467,10 @@ def test_vector_unit_argmax_ties_and_empty_passes(image):
 
 
 def test_vector_unit_mul2_measures_any_slot_count(image):
-    # After the first GATES, the product of the program's first MUL2 measured
-    # for 0 to 3 slots with the first stage's constants (three projections),
-    # over a partial group and an empty pass, each in the documented cycles.
+    # After the first GATES, the program's first MUL2 measures its product for
+    # 0 to 3 slots with the first stage's constants (three projections). It
+    # also runs over a partial group and as an empty pass, each in the
+    # documented cycles.
     unit = VectorUnit(CORE, image=image)
     bench = Bench(unit, image)
     instructions = program_instructions(image)
