@@ -9,7 +9,7 @@ import sys
 
 from golden.config import ModelConfig
 from golden.int_model import stage_layout
-from golden.numerics import ACT_FRAC
+from golden.numerics import ACT_FRAC, CODE_MAX, bit_length
 
 from .isa import INSTRUCTION_BITS, CoreParams, Opcode, decode, encode
 from .layout import ModelLayout, check_fit
@@ -18,14 +18,18 @@ __all__ = ["MaxRegister", "ScaleRegister", "assemble", "program_bytes", "disasse
 
 
 class MaxRegister:
-    """Absmax register of each vector the program writes."""
+    """Absmax register of each vector the program writes.
+
+    A MUL2 that measures a product sets PRODUCT to ``PRODUCT_BOUND`` (for
+    both products), and a RESID that measures x sets X_BOUND to x's bound.
+    """
     X = 0
     SILU_H = 1
     G = 2
-    MIXED = 3
+    PRODUCT = 3
     SILU_GATE = 4
     UP = 5
-    PRODUCT = 6
+    X_BOUND = 6
     SCRATCH = 7
 
 
@@ -74,44 +78,58 @@ def assemble(layout: ModelLayout, embed_exp):
                               col_tiles=block.col_tiles, slot=slot, code=0, acc_dst=acc[destination],
                               dst_max=dst_max))
 
-    stages = iter(stage_layout(config))
+    stages = stage_layout(config)
+    hidden_bits = bit_length(CODE_MAX * H)
+    intermediate_bits = bit_length(CODE_MAX * I)
+
+    def measure(stage):
+        """Return the fields of a MUL2 or RESID that measures its result for ``stage``."""
+        name, _, projections = stage
+        return {"const": layout.stage_const[name], "slots": len(projections)}
+
+    def resid(source, scale, magnitude_bits, next_stage):
+        program.append(encode(Opcode.RESID, acc_src=acc[source], scale=scale, vec_dst=vec["x"],
+                              dst_max=MaxRegister.X, count=H, bound_max=MaxRegister.X_BOUND,
+                              magnitude_bits=magnitude_bits, **measure(next_stage)))
+
+    # Only the first stage's input needs a STATS: each later stage's input is
+    # measured by the MUL2 or RESID that writes it.
     for layer in range(config.num_layers):
-        name, _, (f_proj, i_proj, g_proj) = next(stages)
-        quantize(name, vec["x"], MaxRegister.X, H,
-                 [(f_proj, ScaleRegister.F), (i_proj, ScaleRegister.I), (g_proj, None)])
+        mlgru, mixed, glu, down = stages[4 * layer:4 * layer + 4]
+        name, _, (f_proj, i_proj, g_proj) = mlgru
+        x_max = MaxRegister.X if layer == 0 else MaxRegister.X_BOUND
+        quantize(name, vec["x"], x_max, H,
+                 [(f_proj, ScaleRegister.F), (i_proj, ScaleRegister.I), (g_proj, None)], measured=layer > 0)
         matvec(f_proj, 0, "f", MaxRegister.SCRATCH)
         matvec(i_proj, 1, "i", MaxRegister.SCRATCH)
         matvec(g_proj, 2, "g", MaxRegister.G)
         program.append(encode(Opcode.GATES, acc_f=acc["f"], acc_i=acc["i"], state=layer * layout.hidden_stride,
                               scale_f=ScaleRegister.F, scale_i=ScaleRegister.I, vec_dst=vec["silu_h"],
                               dst_max=MaxRegister.SILU_H, count=H))
-        # The MUL2s measure their products for the stage that follows, which has one projection.
-        name, _, (o_proj,) = next(stages)
         program.append(encode(Opcode.MUL2, acc_src=acc["g"], acc_max=MaxRegister.G, vec_src=vec["silu_h"],
-                              vec_max=MaxRegister.SILU_H, vec_dst=vec["mixed"], dst_max=MaxRegister.MIXED,
-                              count=H, const=layout.stage_const[name], slots=1))
-        quantize(name, vec["mixed"], MaxRegister.MIXED, H, [(o_proj, ScaleRegister.O)], measured=True)
+                              vec_max=MaxRegister.SILU_H, vec_dst=vec["mixed"], dst_max=MaxRegister.PRODUCT,
+                              count=H, **measure(mixed)))
+        name, _, (o_proj,) = mixed
+        quantize(name, vec["mixed"], MaxRegister.PRODUCT, H, [(o_proj, ScaleRegister.O)], measured=True)
         matvec(o_proj, 0, "o", MaxRegister.SCRATCH)
-        program.append(encode(Opcode.RESID, acc_src=acc["o"], scale=ScaleRegister.O, vec_dst=vec["x"],
-                              dst_max=MaxRegister.X, count=H))
+        resid("o", ScaleRegister.O, hidden_bits, glu)
 
-        name, _, (gate_proj,) = next(stages)
-        quantize(name, vec["x"], MaxRegister.X, H, [(gate_proj, ScaleRegister.GATE)])
+        name, _, (gate_proj,) = glu
+        quantize(name, vec["x"], MaxRegister.X_BOUND, H, [(gate_proj, ScaleRegister.GATE)], measured=True)
         matvec(gate_proj, 0, "gate", MaxRegister.SCRATCH)
         matvec(gate_proj, 0, "up", MaxRegister.UP, row_start=I)
         program.append(encode(Opcode.SILU, acc_src=acc["gate"], scale=ScaleRegister.GATE,
                               vec_dst=vec["silu_gate"], dst_max=MaxRegister.SILU_GATE, count=I))
-        name, _, (down_proj,) = next(stages)
         program.append(encode(Opcode.MUL2, acc_src=acc["up"], acc_max=MaxRegister.UP, vec_src=vec["silu_gate"],
                               vec_max=MaxRegister.SILU_GATE, vec_dst=vec["product"],
-                              dst_max=MaxRegister.PRODUCT, count=I, const=layout.stage_const[name], slots=1))
+                              dst_max=MaxRegister.PRODUCT, count=I, **measure(down)))
+        name, _, (down_proj,) = down
         quantize(name, vec["product"], MaxRegister.PRODUCT, I, [(down_proj, ScaleRegister.DOWN)], measured=True)
         matvec(down_proj, 0, "down", MaxRegister.SCRATCH)
-        program.append(encode(Opcode.RESID, acc_src=acc["down"], scale=ScaleRegister.DOWN, vec_dst=vec["x"],
-                              dst_max=MaxRegister.X, count=H))
+        resid("down", ScaleRegister.DOWN, intermediate_bits, stages[4 * layer + 4])
 
-    name, _, (head,) = next(stages)
-    quantize(name, vec["x"], MaxRegister.X, H, [(head, ScaleRegister.HEAD)])
+    name, _, (head,) = stages[-1]
+    quantize(name, vec["x"], MaxRegister.X_BOUND, H, [(head, ScaleRegister.HEAD)], measured=True)
     matvec(head, 0, "head", MaxRegister.SCRATCH)
     program.append(encode(Opcode.ARGMAX, acc_src=acc["head"], count=V))
     program.append(encode(Opcode.END))

@@ -25,6 +25,11 @@ A MUL2 with ``slots`` above 0 sets its absmax register to
 sets the sum of squares and the ``absmax(z)`` of its first ``slots`` slots
 as a STATS of the product (``vec_src = vec_dst``, ``src_max = dst_max``,
 its ``const``) would. So one pass both writes a stage's input and measures it.
+A RESID with ``slots`` above 0 does the same for its sum, with the bound
+:func:`golden.numerics.residual_bound` of its ``dst_max`` register before
+the add, ``magnitude_bits`` and its scale: it sets ``dst_max`` to the sum's
+absmax as always, ``bound_max`` to the bound, and the sum of squares and
+zmax as a STATS with ``src_max = bound_max`` would.
 """
 
 import enum
@@ -58,7 +63,7 @@ class Opcode(enum.IntEnum):
     GATES = 7       # forget gate, input, recurrence; writes the state and silu(h)
     MUL2 = 8        # norm16(a) * norm16(b); with slots, also the STATS of the product
     SILU = 9        # silu(apply_scale(acc, scale))
-    RESID = 10      # x = saturate(x + apply_scale(acc, scale))
+    RESID = 10      # x = saturate(x + apply_scale(acc, scale)); with slots, also the STATS of x
     ARGMAX = 11     # argmax over the accumulators
 
 
@@ -83,7 +88,8 @@ FIELDS = {
                   "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS, "const": CONST_ADDRESS_BITS,
                   "slots": 2},
     Opcode.SILU: {"acc_src": ADDRESS_BITS, "scale": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
-    Opcode.RESID: {"acc_src": ADDRESS_BITS, "scale": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS},
+    Opcode.RESID: {"acc_src": ADDRESS_BITS, "scale": 3, "vec_dst": ADDRESS_BITS, "dst_max": 3, "count": COUNT_BITS,
+                   "const": CONST_ADDRESS_BITS, "slots": 2, "bound_max": 3, "magnitude_bits": 6},
     Opcode.ARGMAX: {"acc_src": ADDRESS_BITS, "count": COUNT_BITS},
 }
 

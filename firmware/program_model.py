@@ -123,7 +123,12 @@ class ProgramModel:
             n = instr.count
             acc = self.acc[instr.acc_src:instr.acc_src + n]
             x = nx.saturate(self.vec[instr.vec_dst:instr.vec_dst + n] + nx.apply_scale(acc, self.scale[instr.scale]))
+            bound = nx.residual_bound(self.max[instr.dst_max], instr.magnitude_bits, self.scale[instr.scale])
             self._write_vec(instr.vec_dst, x, instr.dst_max)
+            if instr.slots:
+                self.max[instr.bound_max] = bound
+                vs, _ = nx.norm16(x, bound)
+                self._stats(vs, self.image.const[instr.const:instr.const + n], instr.slots)
         elif op == Opcode.ARGMAX:
             self.argmax = int(np.argmax(self.acc[instr.acc_src:instr.acc_src + instr.count]))
         else:

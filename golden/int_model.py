@@ -201,8 +201,12 @@ class IntModel:
         I = config.intermediate_size
 
         x = self.embed(int(token))
+        # The bound of x after a residual add (None: x's absmax, after EMBED).
+        bound = None
+        hidden_bits = nx.bit_length(nx.CODE_MAX * config.hidden_size)
+        intermediate_bits = nx.bit_length(nx.CODE_MAX * I)
         for layer in range(config.num_layers):
-            (acc_f, scale_f), (acc_i, scale_i), (acc_g, _) = self.run_stage(next(stages), x, record)
+            (acc_f, scale_f), (acc_i, scale_i), (acc_g, _) = self.run_stage(next(stages), x, record, bound)
             lb = self.params.lower_bounds[layer]
             f = lb + nx.round_shift((nx.GATE_ONE - lb) * nx.sigma(nx.apply_scale(acc_f, scale_f)), nx.GATE_FRAC)
             u = nx.round_shift(nx.silu(nx.apply_scale(acc_i, scale_i)) * (nx.GATE_ONE - f), nx.GATE_FRAC)
@@ -213,18 +217,20 @@ class IntModel:
                      * nx.norm16(silu_h, np.max(np.abs(silu_h)))[0])
 
             ((acc_o, scale_o),) = self.run_stage(next(stages), mixed, record, absmax=nx.PRODUCT_BOUND)
+            bound = nx.residual_bound(np.max(np.abs(x)), hidden_bits, scale_o)
             x = nx.saturate(x + nx.apply_scale(acc_o, scale_o))
 
-            ((acc_gu, scale_gu),) = self.run_stage(next(stages), x, record)
+            ((acc_gu, scale_gu),) = self.run_stage(next(stages), x, record, bound)
             gate = nx.silu(nx.apply_scale(acc_gu[:I], scale_gu))
             up = acc_gu[I:]
             product = nx.norm16(gate, np.max(np.abs(gate)))[0] * nx.norm16(up, np.max(np.abs(up)))[0]
 
             ((acc_d, scale_d),) = self.run_stage(next(stages), product, record, absmax=nx.PRODUCT_BOUND)
+            bound = nx.residual_bound(np.max(np.abs(x)), intermediate_bits, scale_d)
             x = nx.saturate(x + nx.apply_scale(acc_d, scale_d))
             if record is not None:
                 record[f"model.layers.{layer}"] = {"forget": f, "state": h.copy(), "mixed": mixed,
                                                    "product": product, "residual": x.copy()}
 
-        ((acc_head, scale_head),) = self.run_stage(next(stages), x, record)
+        ((acc_head, scale_head),) = self.run_stage(next(stages), x, record, bound)
         return StepResult(int(np.argmax(acc_head)), acc_head, scale_head, self.state.copy(), record or {})

@@ -326,10 +326,10 @@ SCALE_WAITERS = (Opcode.SCALE, Opcode.STATS, Opcode.GATES, Opcode.MUL2, Opcode.S
 MATVEC_NEIGHBOURS = (Opcode.GATES, Opcode.SILU)
 
 # These follow the writer on its own accumulators: they run beside it if they
-# set another absmax register (ARGMAX sets none), and issue a group of their
-# ACC source only once the writer has written it. The writer stores the row
-# groups in order and never again, so every group below its write position
-# is final.
+# set other absmax registers (ARGMAX sets none, a measuring RESID two), and
+# issue a group of their ACC source only once the writer has written it. The
+# writer stores the row groups in order and never again, so every group
+# below its write position is final.
 MATVEC_FOLLOWERS = (Opcode.RESID, Opcode.ARGMAX)
 
 
@@ -366,6 +366,8 @@ class VectorUnit(wiring.Component):
     - A pass reads each group of its sources before it writes the group at
       the same address, so RESID updates ``vec_dst`` in place. A destination
       that overlaps a source at another offset is not supported.
+    - A RESID with ``slots`` needs ``bound_max`` other than ``dst_max``;
+      where they are the same, the register ends with the bound.
     - Elements at or past ``count`` are neither written nor counted in any
       absmax, sum or argmax. A pass with ``count = 0`` writes nothing and sets
       its absmax register (or ARGMAX's result) to 0, except that a MUL2 with
@@ -387,7 +389,7 @@ class VectorUnit(wiring.Component):
     GATES     ``G + A + 2 * L + 10``
     MUL2      ``G + N + 8``, or ``G + N + 9`` with ``slots`` above 0
     SILU      ``G + A + L + 7``
-    RESID     ``G + A + 8``
+    RESID     ``G + A + 8``, or ``G + A + N + 10`` with ``slots`` above 0
     ARGMAX    ``G + 6``
     SCALE     ``2``, then the engine runs for ``3 * U + 3`` from ``start``
     MATVEC    ``2``, then the writer runs for ``row_groups * R / W + 6`` from ``start``
@@ -411,7 +413,9 @@ class VectorUnit(wiring.Component):
     it a multiple of R. The writer runs beside later instructions: GATES
     and SILU go on while it runs if they read none of its accumulators and
     set another absmax register (:data:`MATVEC_NEIGHBOURS`). RESID and
-    ARGMAX follow it (:data:`MATVEC_FOLLOWERS`): they start while it runs
+    ARGMAX follow it (:data:`MATVEC_FOLLOWERS`), if they set other absmax
+    registers than the writer (a RESID with ``slots`` sets ``dst_max`` and
+    ``bound_max``): they start while it runs
     and issue a group of accumulators only after the writer has written
     it, so they take more cycles than the table gives when they overtake it.
     Every other instruction waits until the writer has set its absmax
@@ -663,6 +667,9 @@ class VectorUnit(wiring.Component):
         stages["state"] = stages["mix"] + 3
         stages["silu_h"] = stages["state"] + silu_latency
         stages["argmax"] = memory
+        # A measuring RESID normalizes its sum: the stages of STATS, as much later as its sum is than VEC's data.
+        stages["sum_stats"] = stages["stats"] + stages["resid"] - memory
+        stages["sum_squares"] = stages["squares"] + stages["resid"] - memory
         return stages
 
     def _is_wide(self, opcode):
@@ -673,7 +680,7 @@ class VectorUnit(wiring.Component):
         """Return the cycles from ``start`` to ``done`` of one instruction.
 
         ``count`` is the element count of a pass, ``row_groups`` the number
-        of beats of a MATVEC and ``slots`` the slots that a MUL2 measures.
+        of beats of a MATVEC and ``slots`` the slots that a MUL2 or RESID measures.
         The MATVEC count assumes that each beat arrives as soon as the unit
         is ready for it.
         """
@@ -697,6 +704,8 @@ class VectorUnit(wiring.Component):
             return issue + stages["product"] + absmax
         if opcode == Opcode.SILU:
             return issue + stages["silu"] + absmax
+        if opcode == Opcode.RESID and slots:
+            return issue + stages["sum_squares"] + _SumReducer.latency + 1
         if opcode == Opcode.RESID:
             return issue + stages["resid"] + absmax
         if opcode == Opcode.ARGMAX:
@@ -711,7 +720,7 @@ class VectorUnit(wiring.Component):
     def instruction_cycles(self, instr):
         """Return :meth:`cycles` of a decoded instruction (:class:`firmware.isa.Instruction`)."""
         fields = instr.fields
-        slots = fields.get("slots", 0) if instr.opcode == Opcode.MUL2 else 0
+        slots = fields.get("slots", 0) if instr.opcode in (Opcode.MUL2, Opcode.RESID) else 0
         return self.cycles(instr.opcode, fields.get("count", 0), fields.get("row_groups", 0), slots)
 
     def matvec_cycles(self, row_groups):
@@ -821,6 +830,10 @@ class VectorUnit(wiring.Component):
                         finish()
 
             with m.State("RUN"):
+                # A measuring RESID's shift: the bound is ready in the second cycle after
+                # SETUP, and the first sum reaches the Norm16 later than that.
+                with m.If(c.measure_sum):
+                    m.d.sync += c.vec_shift.eq(norm16_shift(c.bound))
                 # STATS and QUANT (`wide`) issue Q elements per cycle, the other passes P.
                 step = Mux(c.wide, self._quant_lanes, lanes)
                 last = c.remaining <= step
@@ -853,6 +866,14 @@ class VectorUnit(wiring.Component):
                                 self._write_register(m, self._absmax, c.destination, nx.PRODUCT_BOUND)
                                 self._write_stats(m, c, c.instr.mul2.slots)
                                 finish()
+                        with m.Elif(c.measure_sum):
+                            # The sum's absmax is final before its measurements.
+                            with m.If(c.sumsq_reducer.final):
+                                m.d.comb += c.pass_writes_absmax.eq(1)
+                                self._write_register(m, self._absmax, c.destination, c.absmax_reducer.result)
+                                self._write_register(m, self._absmax, c.instr.resid.bound_max, c.bound)
+                                self._write_stats(m, c, c.instr.resid.slots)
+                                finish()
                         with m.Elif(c.absmax_reducer.final):
                             m.d.comb += c.pass_writes_absmax.eq(1)
                             self._write_register(m, self._absmax, c.destination, c.absmax_reducer.result)
@@ -883,6 +904,14 @@ class VectorUnit(wiring.Component):
                     m.next = "IDLE"
 
         c.fsm = fsm
+
+        # The bound of a measuring RESID's sum, golden.numerics.residual_bound.
+        exponent = c.bound_exponent
+        cap = 1 << (nx.ACT_BITS - 1)
+        term = Mux(exponent > 0, (C(1, nx.ACT_BITS) << exponent[:5])[:nx.ACT_BITS], 1)
+        total = c.bound_absmax + term
+        m.d.sync += c.bound.eq(Mux((exponent >= nx.ACT_BITS - 1) | (total >= cap), cap, total))
+
         self._elaborate_scale_engine(m, c)
         m.d.comb += self.busy.eq(c.running | c.scale_busy | c.writer_busy)
         self._elaborate_accumulator_writer(m, ports, c)
@@ -931,6 +960,12 @@ class VectorUnit(wiring.Component):
         c.wide = Signal()
         # A MUL2 with slots: the pass measures its product as STATS would.
         c.measure = Signal()
+        # A RESID with slots: the pass measures its sum, normalized with `bound`,
+        # which SETUP's `bound_absmax` and `bound_exponent` give two cycles later.
+        c.measure_sum = Signal()
+        c.bound_absmax = Signal(32)
+        c.bound_exponent = Signal(signed(12))
+        c.bound = Signal(32)
         c.state_write_address = Signal(len(ports["state_write"].addr))
         c.code_index = Signal(self._code_index_bits)
         c.vec_shift = Signal(range(-nx.NORM_BITS, 32 + 1))
@@ -1022,6 +1057,7 @@ class VectorUnit(wiring.Component):
         m.d.sync += [
             c.wide.eq(Cat(c.opcode == op for op in wide_ops).any()),
             c.measure.eq((c.opcode == Opcode.MUL2) & (instr.mul2.slots != 0)),
+            c.measure_sum.eq((c.opcode == Opcode.RESID) & (instr.resid.slots != 0)),
         ]
         with m.Switch(c.opcode):
             with m.Case(Opcode.EMBED):
@@ -1100,8 +1136,11 @@ class VectorUnit(wiring.Component):
                     c.remaining.eq(fields.count),
                     addresses["acc_a"].eq(word(fields.acc_src)),
                     addresses["vec_read"].eq(word(fields.vec_dst)),
+                    addresses["const_read"].eq(word(fields.const)),
                     c.vec_write_address.eq(word(fields.vec_dst)),
                     c.scale_a.eq(scale(fields.scale)),
+                    c.bound_absmax.eq(_select(m, fields.dst_max, self._absmax, 32, name=None)),
+                    c.bound_exponent.eq(fields.magnitude_bits + nx.MANT_BITS + scale(fields.scale).exponent),
                 ]
             with m.Case(Opcode.ARGMAX):
                 fields = instr.argmax
@@ -1199,7 +1238,8 @@ class VectorUnit(wiring.Component):
                              & (gates.dst_max != c.writer_dst_max),
                              (c.opcode == Opcode.SILU) & apart(silu.acc_src, silu.count)
                              & (silu.dst_max != c.writer_dst_max))
-        as_follower = (((c.opcode == Opcode.RESID) & (resid.dst_max != c.writer_dst_max))
+        as_follower = (((c.opcode == Opcode.RESID) & (resid.dst_max != c.writer_dst_max)
+                        & ((resid.slots == 0) | (resid.bound_max != c.writer_dst_max)))
                        | (c.opcode == Opcode.ARGMAX))
         return with_neighbour | as_follower
 
@@ -1335,8 +1375,12 @@ class VectorUnit(wiring.Component):
         # memories' own, and the group address of ACC's first read port.
         c.read_groups = {name: Signal.like(c.read_addresses[name], name=f"{name}_group")
                         for name in c.group_ratio_bits}
+        # A measuring RESID reads its constants as much later as its sums come.
+        const_late = _delay(m, c.read_addresses["const_read"], c.stages["resid"] - self.MEMORY, "const_read_late")
         for name, address in c.read_addresses.items():
-            if name in c.group_ratio_bits:
+            if name == "const_read":
+                m.d.comb += c.read_groups[name].eq(Mux(c.measure_sum, const_late, address))
+            elif name in c.group_ratio_bits:
                 m.d.comb += c.read_groups[name].eq(address)
             else:
                 m.d.comb += ports[name].addr.eq(address)
@@ -1424,7 +1468,7 @@ class VectorUnit(wiring.Component):
         # Norm16 of the vector (STATS, QUANT, MUL2) and of the accumulator (MUL2).
         norm_vec, norm_acc = units["norm_vec"], units["norm_acc"]
         m.d.comb += [
-            norm_vec.value.eq(vec),
+            norm_vec.value.eq(Mux(c.measure_sum, outputs.vec[Opcode.RESID][lane], vec)),
             norm_vec.shift.eq(c.vec_shift),
             norm_acc.value.eq(acc_a),
             norm_acc.shift.eq(c.acc_shift),
@@ -1588,10 +1632,14 @@ class VectorUnit(wiring.Component):
                 state_write.data.eq(outputs.new_state),
             ]
 
-        # STATS and a measuring MUL2: sum of squares and the absmax of each z.
-        squares_tap = pipeline[stages["squares"]]
-        stats_tap = pipeline[stages["stats"]]
-        is_stats = (opcode == Opcode.STATS) | c.measure
+        # STATS and a measuring MUL2 or RESID: sum of squares and the absmax of each z.
+        squares_tap = Signal.like(pipeline[0], name="squares_tap")
+        stats_tap = Signal.like(pipeline[0], name="stats_tap")
+        m.d.comb += [
+            squares_tap.eq(Mux(c.measure_sum, pipeline[stages["sum_squares"]], pipeline[stages["squares"]])),
+            stats_tap.eq(Mux(c.measure_sum, pipeline[stages["sum_stats"]], pipeline[stages["stats"]])),
+        ]
+        is_stats = (opcode == Opcode.STATS) | c.measure | c.measure_sum
         m.d.comb += [
             c.sumsq_reducer.valid.eq(is_stats & squares_tap.valid),
             c.sumsq_reducer.last.eq(squares_tap.last),

@@ -105,7 +105,7 @@ def test_core_params_rejects(changes, error, message):
 def test_program_too_long_for_core():
     config = ModelConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_layers=2)
     core = CoreParams(2, 8, 2, 8, 16, 16, 2, 256, program_depth=40)
-    with pytest.raises(FitError, match=r"^model does not fit the core: the program has 55 instructions, "
+    with pytest.raises(FitError, match=r"^model does not fit the core: the program has 51 instructions, "
                                        r"the core holds 40$"):
         memory_image(prepare(config, random_tensors(config)), core)
 

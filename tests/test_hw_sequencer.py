@@ -187,6 +187,9 @@ def test_assembled_program_stays_inside_model(config_name, shape):
         elif opcode in (Opcode.SILU, Opcode.RESID):
             assert fields["acc_src"] + fields["count"] <= acc, where
             assert fields["vec_dst"] + fields["count"] <= vec, where
+            if opcode == Opcode.RESID:
+                assert fields["slots"] in (1, 3), where
+                assert fields["const"] + fields["count"] <= const, where
         elif opcode == Opcode.ARGMAX:
             assert fields["count"] == config.vocab_size, where
             assert fields["acc_src"] + fields["count"] <= acc, where

@@ -495,6 +495,60 @@ def test_vector_unit_mul2_measures_any_slot_count(image):
         assert cycles == unit.instruction_cycles(instr), f"{instr}: cycles"
 
 
+def test_vector_unit_resid_measures_with_any_bound(image):
+    # The program's first RESID, then RESIDs that measure their sums with
+    # bounds from both ends of residual_bound: a term of 1, and the cap at
+    # 2**31 from a large scale and from a large absmax register. They
+    # measure 0 to 3 slots, a partial group and an empty pass, each in the
+    # documented cycles.
+    unit = VectorUnit(CORE, image=image)
+    bench = Bench(unit, image)
+    instructions = program_instructions(image)
+    first_resid = next(instr for instr in instructions if instr.opcode == Opcode.RESID)
+    const = image.layout.stage_const[next(iter(image.layout.stage_const))]
+    scale_register, x_register = first_resid.scale, first_resid.dst_max
+    original = object()
+    cases = [  # (scale exponent, absmax register or None, count, slots, bound_max)
+        (original, None, first_resid.count, first_resid.slots, first_resid.bound_max),
+        (-60, None, first_resid.count, 3, 5),
+        (original, (1 << 31) - 3, 5, 2, 5),
+        (40, None, first_resid.count, 1, 4),
+        (30 - nx.MANT_BITS - first_resid.magnitude_bits, None, first_resid.count, 1, 4),
+        (31 - nx.MANT_BITS - first_resid.magnitude_bits, None, first_resid.count, 1, 4),
+        (original, None, 0, 1, 4),
+        (original, None, first_resid.count, 0, 4),
+    ]
+    measured, bounds = [], []
+
+    async def testbench(ctx):
+        for instr in instructions[:instructions.index(first_resid)]:
+            await bench.execute(ctx, instr, TOKENS[0])
+        mantissa, program_exponent = bench.model.scale[scale_register].mantissa, bench.model.scale[scale_register].exponent
+        for exponent, absmax, count, slots, bound_max in cases:
+            scale = nx.Scalar(mantissa, program_exponent if exponent is original else exponent)
+            bench.model.scale[scale_register] = scale
+            ctx.set(unit.registers["scale"][scale_register], {"mantissa": scale.mantissa, "exponent": scale.exponent})
+            if absmax is not None:
+                bench.model.max[x_register] = absmax
+                ctx.set(unit.registers["absmax"][x_register], absmax)
+            x_max = bench.model.max[x_register]
+            fields = {**first_resid.fields, "count": count, "slots": slots, "bound_max": bound_max,
+                      **({"const": const} if slots > 1 else {})}
+            instr = decode(encode(Opcode.RESID, **fields))
+            measured.append((instr, await bench.execute(ctx, instr)))
+            bench.compare(ctx, instr)
+            bounds.append((x_max, bench.model.max[bound_max]))
+
+    simulate(unit, testbench, bench)
+    for instr, cycles in measured:
+        assert cycles == unit.instruction_cycles(instr), f"{instr}: cycles"
+    # The cases reach both ends of the bound: a term of 1, the cap from either
+    # side, and the largest term below the cap.
+    assert bounds[1][1] == bounds[1][0] + 1
+    assert bounds[2][1] == bounds[3][1] == bounds[5][1] == 1 << 31
+    assert bounds[4][1] == min(bounds[4][0] + (1 << 30), 1 << 31)
+
+
 def test_vector_unit_host_load_runs_first_stage(image):
     # Only what the first stage reads is loaded, through the host port.
     unit = VectorUnit(CORE)
