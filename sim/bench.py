@@ -418,7 +418,8 @@ def parse_arguments(argv):
                         help="Hugging Face model directory (default: the bundled model)")
     parser.add_argument("--board", default="ulx3s-85f", choices=sorted(BOARDS),
                         help="board to build for (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="nextpnr placement seed (default: the board's, in boards/top.py)")
     parser.add_argument("--route-minutes", type=float, default=45,
                         help="stop a board's place and route after this many minutes and report it as not routed "
                              "(default: %(default)s)")
@@ -515,11 +516,14 @@ def simulate_sweep(cores, model_dir, *, tokens, cache, failures):
 def build_sweep(cores, arguments, *, cache, build_root, failures):
     """Return ``{name: build summary or None}`` of every core; append each failed build to ``failures``."""
     summaries = {}
+    from boards.top import BOARDS
+
+    seed = BOARDS[arguments.board].seed if arguments.seed is None else arguments.seed
     for index, (name, params) in enumerate(cores.items(), 1):
         logger.info("[board %d/%d] %s on %s%s", index, len(cores), name, arguments.board,
                     " (cached results only, --quick)" if arguments.quick else "")
         try:
-            summaries[name] = build_for_board(arguments.board, params, name=name, seed=arguments.seed, cache=cache,
+            summaries[name] = build_for_board(arguments.board, params, name=name, seed=seed, cache=cache,
                                               build_root=build_root, allow_build=not arguments.quick,
                                               route_minutes=arguments.route_minutes)
         except BenchError as error:
