@@ -9,12 +9,12 @@ CONFIGS = {
     # 512 lanes. The model's 1,081,344 trits take 2,120 words per bank with
     # row and column padding; 2,304 words of 32 trits fill exactly 2,048 rows
     # of 36 trits, four 512 x 36 block RAMs deep in each of two columns.
-    # Two vector lanes, and STATS and QUANT without lanes of their own,
-    # because nextpnr did not route either with four vector lanes (54,393
-    # LUT4) or with the doubled lanes (50,102 LUT4) on the LFE5U-85F.
+    # Two vector lanes, with STATS, QUANT and MUL2 at four elements a cycle
+    # (`quant_lanes_doubled`). It routes with seed 2 (55,219 LUT4); four
+    # vector lanes (54,393 LUT4 in an earlier design) did not route.
     "bundled": CoreParams(rows=16, inputs=32, vector_lanes=2, max_hidden=128, max_intermediate=512,
                           max_vocab=256, max_layers=4, weight_depth=2304, program_depth=512,
-                          quant_lanes_doubled=False),
+                          quant_lanes_doubled=True),
     "small": CoreParams(rows=4, inputs=8, vector_lanes=2, max_hidden=96, max_intermediate=256,
                         max_vocab=1000, max_layers=6, weight_depth=13368, program_depth=512),
     "medium": CoreParams(rows=8, inputs=16, vector_lanes=4, max_hidden=96, max_intermediate=256,
