@@ -60,7 +60,7 @@ def assemble(layout: ModelLayout, embed_exp):
                       dst_max=MaxRegister.X, vocab=V)]
 
     def quantize(stage, src, src_max, count, slots, measured=False):
-        """STATS (unless the MUL2 that wrote ``src`` has ``measured`` it), the SCALEs and QUANT of a stage."""
+        """STATS (unless the MUL2 or RESID that wrote ``src`` has ``measured`` it), the SCALEs and QUANT of a stage."""
         const = layout.stage_const[stage]
         if not measured:
             program.append(encode(Opcode.STATS, vec_src=src, src_max=src_max, const=const, count=count,

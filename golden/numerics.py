@@ -38,8 +38,9 @@ Where the float model and these primitives part
   before the add plus the largest accumulator that the projection's fan-in
   allows, so the add measures its result as it writes it. It costs the
   stream 3 to 8 of its 15 bits on the bundled model (median 6).
-- The bundled model's fidelity stays the same with both bounds (README,
-  Fidelity).
+- On the bundled model both bounds change fidelity little: top-1 agreement
+  98.57 % against 98.77 % without them, perplexity 0.01 % above the float
+  model's (README, Fidelity).
 """
 
 import math

@@ -371,7 +371,7 @@ class VectorUnit(wiring.Component):
     - Elements at or past ``count`` are neither written nor counted in any
       absmax, sum or argmax. A pass with ``count = 0`` writes nothing and sets
       its absmax register (or ARGMAX's result) to 0, except that a MUL2 with
-      ``slots`` sets it to ``PRODUCT_BOUND`` as always.
+      ``slots`` sets ``PRODUCT_BOUND`` and a RESID with ``slots`` the bound.
     - The exponent of a SCALARS constant is stored as int16 and used as its
       low 10 bits (:data:`~hw.arith.ScalarLayout`).
 
@@ -1465,7 +1465,7 @@ class VectorUnit(wiring.Component):
         m.d.sync += outputs.vec[Opcode.EMBED][lane].eq(
             Mux(c.embed_right, rounded, saturate(shifted_left, nx.ACT_BITS)))
 
-        # Norm16 of the vector (STATS, QUANT, MUL2) and of the accumulator (MUL2).
+        # Norm16 of the vector (STATS, QUANT, MUL2, RESID's sum) and of the accumulator (MUL2).
         norm_vec, norm_acc = units["norm_vec"], units["norm_acc"]
         m.d.comb += [
             norm_vec.value.eq(Mux(c.measure_sum, outputs.vec[Opcode.RESID][lane], vec)),
@@ -1536,7 +1536,7 @@ class VectorUnit(wiring.Component):
 
     @staticmethod
     def _elaborate_stats_products(m, lane, c, normalized, acc_normalized, const, outputs):
-        """Add a lane's products: MUL2's, and the z of each slot and the square of STATS, QUANT and a measuring MUL2.
+        """Add a lane's products: MUL2's, and the z of each slot and the square of STATS, QUANT and a measuring MUL2 or RESID.
 
         ``normalized`` and ``acc_normalized`` are at stage ``normalized``, and
         ``const`` at stage ``product``. Returns MUL2's product (stage

@@ -514,10 +514,13 @@ def simulate_sweep(cores, model_dir, *, tokens, cache, failures):
 
 
 def build_sweep(cores, arguments, *, cache, build_root, failures):
-    """Return ``{name: build summary or None}`` of every core; append each failed build to ``failures``."""
-    summaries = {}
+    """Return ``{name: build summary or None}`` of every core; append each failed build to ``failures``.
+
+    The builds use ``arguments.seed``, or the board's seed where it is ``None``.
+    """
     from boards.top import BOARDS
 
+    summaries = {}
     seed = BOARDS[arguments.board].seed if arguments.seed is None else arguments.seed
     for index, (name, params) in enumerate(cores.items(), 1):
         logger.info("[board %d/%d] %s on %s%s", index, len(cores), name, arguments.board,

@@ -440,3 +440,19 @@ def test_plot_writes_png(tmp_path):
     path = tmp_path / "plot.png"
     assert report.plot_tokens_per_lut4(sample_rows(), path, lut4_available=83_640) == 1
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("seed, expected", [(None, 2), (5, 5)])
+def test_sweep_seed_defaults_to_board(monkeypatch, seed, expected):
+    import types
+
+    import sim.bench
+    from boards.top import BOARDS
+
+    assert BOARDS["ulx3s-85f"].seed == 2
+    seeds = []
+    monkeypatch.setattr(sim.bench, "build_for_board", lambda board, params, **options: seeds.append(options["seed"]))
+    arguments = types.SimpleNamespace(board="ulx3s-85f", seed=seed, quick=True, route_minutes=1)
+    sim.bench.build_sweep({"a": CONFIGS["small"], "b": CONFIGS["medium"]}, arguments, cache=None, build_root=None,
+                          failures=[])
+    assert seeds == [expected, expected]

@@ -471,8 +471,8 @@ def test_build_table_marks_overuse():
     assert "not placed and routed" in table
 
 
-@pytest.mark.parametrize("board_name, seed, expected", [("ecpix5-85f", None, "2"), ("versa-ecp5", None, "1"),
-                                                       ("ecpix5-85f", 5, "5")])
+@pytest.mark.parametrize("board_name, seed, expected", [("ecpix5-85f", None, "2"), ("ulx3s-85f", None, "2"),
+                                                       ("versa-ecp5", None, "1"), ("ecpix5-85f", 5, "5")])
 def test_build_uses_board_seed(tmp_path, board_name, seed, expected):
     from boards.build import build_board
 
