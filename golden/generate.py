@@ -30,8 +30,8 @@ def sample_token(logits, temperature=0.0, top_k=0, rng=None):
     the lowest token id.
     """
     logits = np.asarray(logits, dtype=np.float64)
-    if temperature < 0:
-        raise ValueError(f"temperature must be 0 (greedy) or positive, not {temperature}")
+    if not 0 <= temperature < float("inf"):
+        raise ValueError(f"temperature must be 0 (greedy) or a positive finite number, not {temperature}")
     if temperature == 0:
         return int(np.argmax(logits))
     if rng is None:
@@ -94,8 +94,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.tokens < 1:
         parser.error(f"--tokens must be at least 1, not {args.tokens}")
-    if not args.temperature >= 0:
-        parser.error(f"--temperature must be 0 (greedy) or positive, not {args.temperature}")
+    if not 0 <= args.temperature < float("inf"):
+        parser.error(f"--temperature must be 0 (greedy) or a positive finite number, not {args.temperature}")
     if args.top_k < 0:
         parser.error(f"--top-k must be 0 (all tokens) or positive, not {args.top_k}")
     if args.seed < 0:

@@ -43,8 +43,9 @@ def test_command_prints_ids_above_255(wide_vocab_model, capsysbinary):
 @pytest.mark.parametrize("arguments, message", [
     (["--tokens", "-3"], "--tokens must be at least 1, not -3"),
     (["--tokens", "0"], "--tokens must be at least 1, not 0"),
-    (["--temperature", "-1"], "--temperature must be 0 (greedy) or positive, not -1.0"),
-    (["--temperature", "nan"], "--temperature must be 0 (greedy) or positive, not nan"),
+    (["--temperature", "-1"], "--temperature must be 0 (greedy) or a positive finite number, not -1.0"),
+    (["--temperature", "nan"], "--temperature must be 0 (greedy) or a positive finite number, not nan"),
+    (["--temperature", "inf"], "--temperature must be 0 (greedy) or a positive finite number, not inf"),
     (["--top-k", "-5", "--temperature", "1"], "--top-k must be 0 (all tokens) or positive, not -5"),
     (["--seed", "-1", "--temperature", "1"], "--seed must be 0 or more, not -1"),
 ])
