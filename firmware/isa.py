@@ -25,9 +25,9 @@ A MUL2 with ``slots`` above 0 sets its absmax register to
 sets the sum of squares and the ``absmax(z)`` of its first ``slots`` slots
 as a STATS of the product (``vec_src = vec_dst``, ``src_max = dst_max``,
 its ``const``) would. So one pass both writes a stage's input and measures it.
-A RESID with ``slots`` above 0 does the same for its sum, with the bound
+A RESID with ``slots`` above 0 does the same for its sum. Its bound is
 :func:`golden.numerics.residual_bound` of its ``dst_max`` register before
-the add, ``magnitude_bits`` and its scale: it sets ``dst_max`` to the sum's
+the add, ``magnitude_bits`` and its scale. It sets ``dst_max`` to the sum's
 absmax as always, ``bound_max`` to the bound, and the sum of squares and
 zmax as a STATS with ``src_max = bound_max`` would.
 """

@@ -6,6 +6,7 @@ UTF-8 bytes, and a generated token above 255 prints as ``<id>``.
 """
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -30,7 +31,7 @@ def sample_token(logits, temperature=0.0, top_k=0, rng=None):
     the lowest token id.
     """
     logits = np.asarray(logits, dtype=np.float64)
-    if not 0 <= temperature < float("inf"):
+    if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be 0 (greedy) or a positive finite number, not {temperature}")
     if temperature == 0:
         return int(np.argmax(logits))
@@ -94,7 +95,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.tokens < 1:
         parser.error(f"--tokens must be at least 1, not {args.tokens}")
-    if not 0 <= args.temperature < float("inf"):
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
         parser.error(f"--temperature must be 0 (greedy) or a positive finite number, not {args.temperature}")
     if args.top_k < 0:
         parser.error(f"--top-k must be 0 (all tokens) or positive, not {args.top_k}")

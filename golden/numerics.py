@@ -31,13 +31,13 @@ Where the float model and these primitives part
   MLGRU's mixed output and the GLU's product) is normalized with the bound
   :data:`PRODUCT_BOUND` rather than its own absmax. Its largest normalized
   element then has up to 14 bits instead of 15, and fewer where the large
-  elements of the two factors fall at different positions. Where every
-  product is below 2**16, all of them become 0 or -1.
+  elements of the two factors fall at different positions. If every
+  product is below 2**16, every normalized element is 0 or -1.
 - Likewise the residual stream after a residual add is normalized with
   :func:`residual_bound` rather than its own absmax. The bound is the absmax
-  before the add plus the largest accumulator that the projection's fan-in
-  allows, so the add measures its result as it writes it. It costs the
-  stream 3 to 8 of its 15 bits on the bundled model (median 6).
+  before the add plus the largest scaled accumulator that the projection's
+  fan-in allows. So the add measures its result as it writes it. On the
+  bundled model the stream keeps 3 to 8 fewer of its 15 bits (median 6).
 - On the bundled model both bounds change fidelity little: top-1 agreement
   98.57 % against 98.77 % without them, perplexity 0.01 % above the float
   model's (README, Fidelity).

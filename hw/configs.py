@@ -10,8 +10,9 @@ CONFIGS = {
     # row and column padding; 2,304 words of 32 trits fill exactly 2,048 rows
     # of 36 trits, four 512 x 36 block RAMs deep in each of two columns.
     # Two vector lanes, with STATS, QUANT and MUL2 at four elements a cycle
-    # (`quant_lanes_doubled`). It routes with seed 2 (55,219 LUT4); four
-    # vector lanes (54,393 LUT4 in an earlier design) did not route.
+    # (`quant_lanes_doubled`). It routes on the ULX3S-85F with that board's
+    # nextpnr seed (55,219 LUT4). Four vector lanes did not route in an
+    # earlier design (54,393 LUT4).
     "bundled": CoreParams(rows=16, inputs=32, vector_lanes=2, max_hidden=128, max_intermediate=512,
                           max_vocab=256, max_layers=4, weight_depth=2304, program_depth=512,
                           quant_lanes_doubled=True),

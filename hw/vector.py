@@ -366,12 +366,12 @@ class VectorUnit(wiring.Component):
     - A pass reads each group of its sources before it writes the group at
       the same address, so RESID updates ``vec_dst`` in place. A destination
       that overlaps a source at another offset is not supported.
-    - A RESID with ``slots`` needs ``bound_max`` other than ``dst_max``;
-      where they are the same, the register ends with the bound.
+    - A RESID with ``slots`` needs ``bound_max`` other than ``dst_max``. If
+      they are the same, the register ends with the bound.
     - Elements at or past ``count`` are neither written nor counted in any
       absmax, sum or argmax. A pass with ``count = 0`` writes nothing and sets
-      its absmax register (or ARGMAX's result) to 0, except that a MUL2 with
-      ``slots`` sets ``PRODUCT_BOUND`` and a RESID with ``slots`` the bound.
+      its absmax register (or ARGMAX's result) to 0. A MUL2 with ``slots`` sets
+      it to ``PRODUCT_BOUND``, and a RESID with ``slots`` still sets ``bound_max``.
     - The exponent of a SCALARS constant is stored as int16 and used as its
       low 10 bits (:data:`~hw.arith.ScalarLayout`).
 
@@ -667,7 +667,7 @@ class VectorUnit(wiring.Component):
         stages["state"] = stages["mix"] + 3
         stages["silu_h"] = stages["state"] + silu_latency
         stages["argmax"] = memory
-        # A measuring RESID normalizes its sum: the stages of STATS, as much later as its sum is than VEC's data.
+        # A measuring RESID normalizes its sum in STATS's stages, delayed as much as its sum lags VEC's data.
         stages["sum_stats"] = stages["stats"] + stages["resid"] - memory
         stages["sum_squares"] = stages["squares"] + stages["resid"] - memory
         return stages
@@ -830,7 +830,7 @@ class VectorUnit(wiring.Component):
                         finish()
 
             with m.State("RUN"):
-                # A measuring RESID's shift: the bound is ready in the second cycle after
+                # A measuring RESID's shift. The bound is ready in the second cycle after
                 # SETUP, and the first sum reaches the Norm16 later than that.
                 with m.If(c.measure_sum):
                     m.d.sync += c.vec_shift.eq(norm16_shift(c.bound))
@@ -905,7 +905,7 @@ class VectorUnit(wiring.Component):
 
         c.fsm = fsm
 
-        # The bound of a measuring RESID's sum, golden.numerics.residual_bound.
+        # The bound of a measuring RESID's sum, as golden.numerics.residual_bound computes it.
         exponent = c.bound_exponent
         cap = 1 << (nx.ACT_BITS - 1)
         term = Mux(exponent > 0, (C(1, nx.ACT_BITS) << exponent[:5])[:nx.ACT_BITS], 1)
@@ -960,8 +960,8 @@ class VectorUnit(wiring.Component):
         c.wide = Signal()
         # A MUL2 with slots: the pass measures its product as STATS would.
         c.measure = Signal()
-        # A RESID with slots: the pass measures its sum, normalized with `bound`,
-        # which SETUP's `bound_absmax` and `bound_exponent` give two cycles later.
+        # A RESID with slots measures its sum, normalized with `bound`. SETUP's
+        # `bound_absmax` and `bound_exponent` give `bound` two cycles later.
         c.measure_sum = Signal()
         c.bound_absmax = Signal(32)
         c.bound_exponent = Signal(signed(12))
@@ -1375,7 +1375,7 @@ class VectorUnit(wiring.Component):
         # memories' own, and the group address of ACC's first read port.
         c.read_groups = {name: Signal.like(c.read_addresses[name], name=f"{name}_group")
                         for name in c.group_ratio_bits}
-        # A measuring RESID reads its constants as much later as its sums come.
+        # A measuring RESID reads its constants late, by as many cycles as its sums lag VEC's data.
         const_late = _delay(m, c.read_addresses["const_read"], c.stages["resid"] - self.MEMORY, "const_read_late")
         for name, address in c.read_addresses.items():
             if name == "const_read":
@@ -1632,7 +1632,7 @@ class VectorUnit(wiring.Component):
                 state_write.data.eq(outputs.new_state),
             ]
 
-        # STATS and a measuring MUL2 or RESID: sum of squares and the absmax of each z.
+        # The sum of squares and the absmax of each z, for STATS and a measuring MUL2 or RESID.
         squares_tap = Signal.like(pipeline[0], name="squares_tap")
         stats_tap = Signal.like(pipeline[0], name="stats_tap")
         m.d.comb += [

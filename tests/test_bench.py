@@ -4,10 +4,13 @@ import csv
 import itertools
 import json
 import math
+import types
 from dataclasses import replace
 
 import pytest
 
+import sim.bench
+from boards.top import BOARDS
 from golden.config import ModelConfig, load_config
 from hw.configs import CONFIGS
 from sim import bench_report as report
@@ -444,15 +447,12 @@ def test_plot_writes_png(tmp_path):
 
 @pytest.mark.parametrize("seed, expected", [(None, 2), (5, 5)])
 def test_sweep_seed_defaults_to_board(monkeypatch, seed, expected):
-    import types
-
-    import sim.bench
-    from boards.top import BOARDS
-
     assert BOARDS["ulx3s-85f"].seed == 2
     seeds = []
     monkeypatch.setattr(sim.bench, "build_for_board", lambda board, params, **options: seeds.append(options["seed"]))
     arguments = types.SimpleNamespace(board="ulx3s-85f", seed=seed, quick=True, route_minutes=1)
-    sim.bench.build_sweep({"a": CONFIGS["small"], "b": CONFIGS["medium"]}, arguments, cache=None, build_root=None,
-                          failures=[])
+    cores = {"a": CONFIGS["small"], "b": CONFIGS["medium"]}
+
+    sim.bench.build_sweep(cores, arguments, cache=None, build_root=None, failures=[])
+
     assert seeds == [expected, expected]
