@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP_NAME = SIM_TOP_NAME
+# A Verilator build logs a progress line this often.
+PROGRESS_INTERVAL_S = 30
+# The compiler output of a Verilator build goes here, in its build directory.
+BUILD_LOG = "verilator.log"
 # The generator's roots: every module of hw/ and the simulation-only link
 # shim. A build's hash covers these and the project modules they import, so
 # a change to, say, the host runtime does not force a rebuild.
@@ -161,12 +166,35 @@ def _verilate_locked(build_dir, top_name, generate, *, waves, description, extra
     stamp = build_dir / ("built-waves" if waves else "built")
     if not stamp.exists():
         start = time.monotonic()
-        logger.info("verilating %s (this takes a minute or two the first time)", source.name)
-        runner.build(sources=[source], hdl_toplevel=top_name, build_args=build_args, build_dir=build_dir,
-                     timescale=("1ns", "1ps"), waves=waves, always=True)
+        log_path = build_dir / BUILD_LOG
+        logger.info("verilating %s (minutes for a large core; compiler output in %s)", source.name, log_path)
+        finished = threading.Event()
+        progress = threading.Thread(target=_report_build_progress, args=(build_dir, start, finished), daemon=True)
+        progress.start()
+        try:
+            runner.build(sources=[source], hdl_toplevel=top_name, build_args=build_args, build_dir=build_dir,
+                         timescale=("1ns", "1ps"), waves=waves, always=True, log_file=log_path)
+        except RuntimeError as error:
+            # The runner of cocotb 2.1 raises RuntimeError("Command failed ...") when Verilator or make fails.
+            lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+            for line in lines[-15:]:
+                logger.error("verilator: | %s", line)
+            raise RuntimeError(f"the Verilator build of {description} failed ({error}); see {log_path}") from None
+        finally:
+            finished.set()
+            progress.join()
         stamp.touch()
         logger.info("verilated in %.0f s", time.monotonic() - start)
     return build_dir
+
+
+def _report_build_progress(build_dir, start, finished):
+    """Log the elapsed time and the C++ files compiled so far every PROGRESS_INTERVAL_S, until ``finished``."""
+    while not finished.wait(PROGRESS_INTERVAL_S):
+        sources = len(list(build_dir.glob("V*.cpp")))
+        objects = len(list(build_dir.glob("V*.o")))
+        counts = f", {objects} of {sources} C++ files compiled" if objects else ""
+        logger.info("verilating: %.0f s elapsed%s", time.monotonic() - start, counts)
 
 
 def build_accelerator(params: CoreParams, *, timeout_cycles=200_000, waves=False, build_root=None):

@@ -138,3 +138,17 @@ def test_verilator_build_waits_for_another_builder(tmp_path):
         assert not finished.wait(0.5)
     thread.join(10)
     assert finished.is_set()
+
+
+def test_verilator_build_failure_names_its_log(tmp_path, caplog):
+    # The compiler output goes to a log file; a failed build names that file
+    # and repeats its last lines.
+    from sim.build import BUILD_LOG, _verilate
+
+    build_dir = tmp_path / "design"
+    with pytest.raises(RuntimeError, match=f"Verilator build of a broken design failed .*{BUILD_LOG}"):
+        _verilate(build_dir, "top", lambda: "module top; this is not verilog\nendmodule\n", waves=False,
+                  description="a broken design")
+    assert (build_dir / BUILD_LOG).exists()
+    assert not (build_dir / "built").exists()
+    assert any("verilator: | %Error" in record.getMessage() for record in caplog.records)
