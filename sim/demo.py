@@ -17,7 +17,7 @@ from golden.checkpoint import load_checkpoint
 from golden.generate import encode_prompt
 from hw.configs import CONFIGS
 
-from .build import ROOT, run_bench
+from .build import ROOT, build_accelerator, run_bench
 
 
 def main(argv=None):
@@ -53,8 +53,17 @@ def main(argv=None):
            # The demo checks every token's argmax and head accumulators; the
            # tests also read back and compare every recurrent state.
            "MMFREE_CHECK_STATE": 0, "COCOTB_LOG_LEVEL": "WARNING"}
-    tests, failures = run_bench(CONFIGS[args.config], "generate_and_compare", env, waves=args.waves)
+    try:
+        tests, failures = run_bench(CONFIGS[args.config], "generate_and_compare", env, waves=args.waves)
+    except RuntimeError as error:
+        # A failed or impossible Verilator build. The message names its log.
+        print(f"demo: error: {error}", file=sys.stderr)
+        return 1
     logging.info("demo finished in %.0f s", time.monotonic() - started)
+    if args.waves:
+        # The simulator writes its trace into the (cached) build directory.
+        for trace in sorted(build_accelerator(CONFIGS[args.config], waves=True).glob("*.fst")):
+            logging.info("waveform: %s", trace)
     if failures or not tests:
         print(f"demo: FAILED ({failures} of {tests} checks failed); see the log above", file=sys.stderr)
         return 1

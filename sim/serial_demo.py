@@ -104,8 +104,12 @@ def run_serial_demo(config="small", model=DEFAULT_MODEL, prompt=DEFAULT_PROMPT, 
         "MMFREE_DIVISOR": divisor,
         "COCOTB_LOG_LEVEL": "INFO",
     }
-    return run_component_bench(build_dir, SERIAL_TOP_NAME, "sim.tb_serial", "host_command_over_pty", env,
-                               waves=waves)
+    results = run_component_bench(build_dir, SERIAL_TOP_NAME, "sim.tb_serial", "host_command_over_pty", env,
+                                  waves=waves)
+    if waves:
+        for trace in sorted(build_dir.glob("*.fst")):
+            logging.info("waveform: %s", trace)
+    return results
 
 
 def main(argv=None):
@@ -129,7 +133,8 @@ def main(argv=None):
     try:
         tests, failures = run_serial_demo(args.config, args.model, args.prompt, args.tokens, divisor=args.divisor,
                                           waves=args.waves)
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:
+        # A bad model argument, or a failed or impossible Verilator build.
         print(f"serial demo: error: {error}", file=sys.stderr)
         return 1
     logging.info("serial demo finished in %.0f s", time.monotonic() - started)

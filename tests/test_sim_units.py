@@ -152,3 +152,14 @@ def test_verilator_build_failure_names_its_log(tmp_path, caplog):
     assert (build_dir / BUILD_LOG).exists()
     assert not (build_dir / "built").exists()
     assert any("verilator: | %Error" in record.getMessage() for record in caplog.records)
+
+
+def test_verilator_trace_needs_lz4_headers(tmp_path, monkeypatch):
+    # A compiler that finds no lz4.h stops a waveform build before Verilator runs.
+    from sim.build import _verilate
+
+    monkeypatch.setenv("CXX", "false")
+    build_dir = tmp_path / "design"
+    with pytest.raises(RuntimeError, match="lz4.h"):
+        _verilate(build_dir, "top", lambda: "module top; endmodule\n", waves=True, description="a traced design")
+    assert not (build_dir / "built-waves").exists()
