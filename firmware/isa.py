@@ -168,7 +168,7 @@ class CoreParams:
     vector_lanes : int
         Elements per cycle of the vector unit (P): a power of two that
         divides ``rows`` and ``inputs``. STATS and QUANT take
-        :attr:`quant_lanes` elements per cycle.
+        :attr:`quant_lanes` elements per cycle, and so may MUL2, SILU and RESID.
     max_hidden, max_intermediate, max_vocab, max_layers : int
         The largest model shape the memories hold.
     weight_depth : int
@@ -179,6 +179,10 @@ class CoreParams:
         Give STATS and QUANT (and MUL2, where ACC words allow) P lanes of
         their own, so that they take 2P elements per cycle
         (:attr:`quant_lanes`). True by default; False saves their logic.
+    scale_lanes_doubled : bool
+        Give SILU and RESID those P lanes too where MUL2 takes 2P elements
+        per cycle. Each lane gets an ApplyScale, a residual adder and a SiLU
+        whose sigma table takes a block RAM. False by default.
     silu_h_table_in_logic : bool
         Build the sigma table of GATES's ``silu(h)``, one of the three tables
         of each vector lane, in logic (about a thousand LUTs) rather than in
@@ -194,13 +198,14 @@ class CoreParams:
     weight_depth: int
     program_depth: int = 1024
     quant_lanes_doubled: bool = True
+    scale_lanes_doubled: bool = False
     silu_h_table_in_logic: bool = False
 
     def __post_init__(self):
         for name in ("rows", "inputs", "vector_lanes", "max_hidden", "max_intermediate", "max_vocab",
                      "max_layers", "weight_depth", "program_depth"):
             _positive(name, getattr(self, name))
-        for name in ("quant_lanes_doubled", "silu_h_table_in_logic"):
+        for name in ("quant_lanes_doubled", "scale_lanes_doubled", "silu_h_table_in_logic"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool, not {getattr(self, name)!r}")
         if self.inputs < 5:
@@ -225,8 +230,9 @@ class CoreParams:
         """Elements per cycle of STATS and QUANT: 2P with :attr:`quant_lanes_doubled` where 2P divides K, else P.
 
         These two passes need no table and no scale, so the vector unit can
-        give them P more lanes of their own. QUANT writes that many codes per
-        cycle, which must fill whole K-code words.
+        give them P more lanes of their own cheaply. MUL2, SILU and RESID may
+        use those lanes too (:attr:`scale_lanes_doubled`). QUANT writes that
+        many codes per cycle, which must fill whole K-code words.
         """
         wide = 2 * self.vector_lanes
         return wide if self.quant_lanes_doubled and self.inputs % wide == 0 else self.vector_lanes

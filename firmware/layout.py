@@ -111,7 +111,7 @@ def plan(config: ModelConfig, core: CoreParams):
         const += core.quant_padded(fan_in)
 
     vec = 0
-    # STATS and QUANT read quant_lanes elements per cycle, so every vector starts on such a group.
+    # STATS, QUANT and the wide passes read quant_lanes elements per cycle, so every vector starts on such a group.
     for name, length in (("x", H), ("silu_h", H), ("mixed", H), ("silu_gate", I), ("product", I)):
         layout.vec[name] = vec
         vec += core.quant_padded(length)

@@ -355,9 +355,10 @@ class VectorUnit(wiring.Component):
     - Vector base addresses (``vec_*``, ``acc_*``, ``state``, ``const``) are
       element addresses and must be multiples of P; their low bits are ignored.
       STATS and QUANT take :attr:`quant_lanes` (2P where 2P divides K)
-      elements per cycle, and so does MUL2 where :attr:`wide_mul2`, so their
-      ``vec_*`` and ``const`` must be multiples of ``quant_lanes``, as
-      :func:`firmware.layout.plan` places them.
+      elements per cycle, and so do MUL2 where :attr:`wide_mul2` and SILU
+      and RESID where :attr:`wide_scale`, so their ``vec_*``, ``acc_*`` and ``const``
+      must be multiples of ``quant_lanes``, as :func:`firmware.layout.plan`
+      places them.
     - EMBED reads the embedding row of ``token`` at element
       ``token * padded(count)``, the row stride of :func:`firmware.layout.plan`
       (``padded`` rounds up to a multiple of P). It saturates its results to
@@ -377,7 +378,7 @@ class VectorUnit(wiring.Component):
 
     Cycle counts, from the cycle of ``start`` to the cycle of ``done``, with
     ``G = max(1, ceil(count / P))`` groups (``ceil(count / quant_lanes)``
-    for STATS and QUANT) and the latencies A of
+    for STATS, QUANT and the wide MUL2, SILU and RESID) and the latencies A of
     :class:`~hw.arith.ApplyScale`, N of :class:`~hw.arith.Norm16`, L of
     :class:`~hw.arith.Silu`, Q of :class:`~hw.arith.QuantizeCode` and U of
     :class:`~hw.scalar.ScalarUnit`:
@@ -483,7 +484,7 @@ class VectorUnit(wiring.Component):
         self._lanes = lanes
         self._lane_bits = exact_log2(lanes)
         # STATS and QUANT take Q = quant_lanes elements per cycle. VEC and CONST
-        # words are Q elements wide, and the other passes use one P-group of a word.
+        # words are Q elements wide, and the passes that are not wide use one P-group of a word.
         self._quant_lanes = quant_lanes = core.quant_lanes
         self._vec_ratio_bits = exact_log2(quant_lanes // lanes)
         self._acc_bits = core.acc_bits
@@ -548,9 +549,13 @@ class VectorUnit(wiring.Component):
         } for _ in range(lanes)]
         # MUL2 takes Q elements per cycle too where an ACC word contains Q accumulators.
         self._wide_mul2 = quant_lanes > lanes and self._acc_lanes >= quant_lanes
-        # Lanes P .. Q - 1 serve STATS, QUANT and, where it is wide, MUL2.
+        # SILU and RESID too, with `scale_lanes_doubled` and where MUL2 is wide.
+        self._wide_scale = self._wide_mul2 and core.scale_lanes_doubled
+        # Lanes P .. Q - 1 serve STATS, QUANT and, where they are wide, MUL2, SILU and RESID.
         self._quant_units = [{"norm_vec": Norm16(nx.ACT_BITS),
-                              **({"norm_acc": Norm16(self._acc_bits)} if self._wide_mul2 else {})}
+                              **({"norm_acc": Norm16(self._acc_bits)} if self._wide_mul2 else {}),
+                              **({"apply_a": ApplyScale(self._acc_bits), "silu_a": Silu()}
+                                 if self._wide_scale else {})}
                              for _ in range(quant_lanes - lanes)]
         # QUANT quantizes every slot in one pass; the slots share one table.
         self._quantize = QuantizeCode(width=nx.ACT_BITS, lanes=quant_lanes, vectors=SLOTS)
@@ -612,8 +617,19 @@ class VectorUnit(wiring.Component):
         return self._wide_mul2
 
     @property
+    def wide_scale(self):
+        """Whether SILU and RESID take :attr:`quant_lanes` elements per cycle.
+
+        They do where :attr:`wide_mul2` and the core's ``scale_lanes_doubled`` are both true.
+        """
+        return self._wide_scale
+
+    @property
     def quant_lanes(self):
-        """Elements per cycle of STATS and QUANT, and per word of VEC and CONST (Q, :attr:`CoreParams.quant_lanes`)."""
+        """Elements per cycle of STATS, QUANT and the wide passes, and per word of VEC and CONST.
+
+        This is Q, :attr:`CoreParams.quant_lanes`.
+        """
         return self._quant_lanes
 
     @property
@@ -674,7 +690,11 @@ class VectorUnit(wiring.Component):
 
     def _is_wide(self, opcode):
         """Return whether a pass of ``opcode`` takes :attr:`quant_lanes` elements per cycle."""
-        return opcode in (Opcode.STATS, Opcode.QUANT) or (opcode == Opcode.MUL2 and self._wide_mul2)
+        return opcode in self._wide_opcodes()
+
+    def _wide_opcodes(self):
+        return ([Opcode.STATS, Opcode.QUANT] + ([Opcode.MUL2] if self._wide_mul2 else [])
+                + ([Opcode.SILU, Opcode.RESID] if self._wide_scale else []))
 
     def cycles(self, opcode, count=0, row_groups=0, slots=0):
         """Return the cycles from ``start`` to ``done`` of one instruction.
@@ -834,10 +854,12 @@ class VectorUnit(wiring.Component):
                 # SETUP, and the first sum reaches the Norm16 later than that.
                 with m.If(c.measure_sum):
                     m.d.sync += c.vec_shift.eq(norm16_shift(c.bound))
-                # STATS and QUANT (`wide`) issue Q elements per cycle, the other passes P.
+                # Wide passes (`c.wide`, `_wide_opcodes`) issue Q elements per cycle, the others P.
                 step = Mux(c.wide, self._quant_lanes, lanes)
                 last = c.remaining <= step
-                # A follower of the writer waits for the group of ACC that it reads next.
+                # A follower of the writer waits for the group of ACC that it reads next. A wide
+                # RESID reads Q / P groups from a multiple of Q / P, and the writer writes
+                # whole ACC words of at least Q accumulators, so the first group decides.
                 behind_writer = (c.writer_busy & Cat(c.opcode == op for op in MATVEC_FOLLOWERS).any()
                                  & (c.read_addresses["acc_a"] >= c.writer_written))
                 with m.If(~behind_writer):
@@ -1053,9 +1075,8 @@ class VectorUnit(wiring.Component):
             # The slot fields have room for a fourth slot, which reads as 0.
             return _select(m, index, self._zmax + [C(0, 32)] * (4 - SLOTS), 32, name=None)
 
-        wide_ops = [Opcode.STATS, Opcode.QUANT] + ([Opcode.MUL2] if self._wide_mul2 else [])
         m.d.sync += [
-            c.wide.eq(Cat(c.opcode == op for op in wide_ops).any()),
+            c.wide.eq(Cat(c.opcode == op for op in self._wide_opcodes()).any()),
             c.measure.eq((c.opcode == Opcode.MUL2) & (instr.mul2.slots != 0)),
             c.measure_sum.eq((c.opcode == Opcode.RESID) & (instr.resid.slots != 0)),
         ]
@@ -1351,16 +1372,15 @@ class VectorUnit(wiring.Component):
 
         lanes = self._lanes
         vector = data.ArrayLayout(signed(nx.ACT_BITS), lanes)
+        wide_vector = data.ArrayLayout(signed(nx.ACT_BITS), self._quant_lanes)
         outputs = SimpleNamespace(
-            vec={op: Signal(vector, name=f"{op.name.lower()}_result")
-                 for op in (Opcode.EMBED, Opcode.SILU, Opcode.RESID, Opcode.GATES)},
+            vec={op: Signal(wide_vector if self._is_wide(op) else vector, name=f"{op.name.lower()}_result")
+                 for op in (Opcode.EMBED, Opcode.MUL2, Opcode.SILU, Opcode.RESID, Opcode.GATES)},
             new_state=Signal(vector),
             squares=Signal(data.ArrayLayout(unsigned(2 * (nx.NORM_BITS + 1)), self._quant_lanes)),
             z=[Signal(data.ArrayLayout(signed(2 * nx.NORM_BITS), self._quant_lanes), name=f"z{slot}")
                for slot in range(SLOTS)],
         )
-        outputs.vec[Opcode.MUL2] = Signal(data.ArrayLayout(signed(nx.ACT_BITS), self._quant_lanes),
-                                          name="mul2_result")
         for lane in range(lanes):
             self._elaborate_lane(m, lane, c, inputs, outputs)
         for lane in range(lanes, self._quant_lanes):
@@ -1385,7 +1405,7 @@ class VectorUnit(wiring.Component):
             else:
                 m.d.comb += ports[name].addr.eq(address)
         # A read of ACC or VEC takes the word that contains the group and then
-        # selects the group in the cycle that the word arrives. STATS and QUANT
+        # selects the group in the cycle that the word arrives. Wide passes
         # read whole VEC words, from group addresses that are multiples of Q / P.
         read_groups = {}
         for name, group in c.read_groups.items():
@@ -1398,7 +1418,8 @@ class VectorUnit(wiring.Component):
                 read_groups[name] = Value.cast(ports[name].data).word_select(select, lanes * element_bits)
             else:
                 read_groups[name] = ports[name].data
-        # A wide MUL2 reads Q accumulators of an ACC word, from group addresses that are multiples of Q / P.
+        # A wide MUL2, SILU or RESID reads Q accumulators of an ACC word, from
+        # group addresses that are multiples of Q / P.
         quant_select_bits = self._acc_ratio_bits - self._vec_ratio_bits
         acc_chunk = ports["acc_a"].data.as_value()
         if self._wide_mul2 and quant_select_bits:
@@ -1561,13 +1582,27 @@ class VectorUnit(wiring.Component):
         return product
 
     def _elaborate_quant_lane(self, m, lane, c, inputs, outputs):
-        """Add a lane that serves STATS, QUANT and a wide MUL2 only (lanes P to Q - 1)."""
+        """Add a lane that serves STATS, QUANT and a wide MUL2, SILU or RESID only (lanes P to Q - 1)."""
         units = self._quant_units[lane - self._lanes]
         for name, unit in units.items():
             m.submodules[f"{name}_{lane}"] = unit
+        vec = inputs.vec_word[lane]
+        if self._wide_scale:
+            # SILU computes silu(apply_scale(acc, scale)), and RESID saturate(x + apply_scale(acc, scale)).
+            apply_a, silu_a = units["apply_a"], units["silu_a"]
+            m.d.comb += [
+                apply_a.acc.eq(inputs.acc_word[lane]),
+                apply_a.scale.eq(c.scale_a),
+                silu_a.x.eq(apply_a.value),
+                outputs.vec[Opcode.SILU][lane].eq(silu_a.silu),
+            ]
+            residual = _delay(m, vec, c.stages["scaled"] - self.MEMORY, f"residual_lane{lane}")
+            m.d.sync += outputs.vec[Opcode.RESID][lane].eq(saturate(residual + apply_a.value, nx.ACT_BITS))
+            # A measuring RESID normalizes its sum.
+            vec = Mux(c.measure_sum, outputs.vec[Opcode.RESID][lane], vec)
         norm_vec = units["norm_vec"]
         m.d.comb += [
-            norm_vec.value.eq(inputs.vec_word[lane]),
+            norm_vec.value.eq(vec),
             norm_vec.shift.eq(c.vec_shift),
         ]
         const = _delay(m, inputs.const[lane], c.stages["product"] - self.MEMORY, f"const_lane{lane}")
@@ -1605,7 +1640,7 @@ class VectorUnit(wiring.Component):
                         c.vec_stream.eq(pipeline[stage]),
                         c.vec_values.eq(outputs.vec[op]),
                     ]
-        # A pass writes one P-group of a VEC word, and a wide MUL2 whole words.
+        # A pass writes one P-group of a VEC word, and a wide pass whole words.
         vec_write = ports["vec_write"]
         ratio_bits = self._vec_ratio_bits
         m.d.comb += vec_write.addr.eq(c.vec_write_address >> ratio_bits)

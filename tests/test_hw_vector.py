@@ -28,6 +28,9 @@ from hw.vector import HOST_ELEMENT_BYTES, VectorUnit
 CONFIG = ModelConfig(vocab_size=71, hidden_size=42, intermediate_size=98, num_layers=2)
 CORE = CoreParams(rows=4, inputs=8, vector_lanes=4, max_hidden=48, max_intermediate=112, max_vocab=80,
                   max_layers=2, weight_depth=4096)
+# Two vector lanes and ACC words of Q = 4 accumulators: MUL2, SILU and RESID take 4 elements per cycle.
+WIDE_CORE = CoreParams(rows=16, inputs=8, vector_lanes=2, max_hidden=48, max_intermediate=112, max_vocab=80,
+                       max_layers=2, weight_depth=4096, scale_lanes_doubled=True)
 TOKENS = (17, 70)
 CYCLE_LIMIT = 2_000
 
@@ -36,6 +39,19 @@ CYCLE_LIMIT = 2_000
 def image():
     params = prepare(CONFIG, random_tensors(CONFIG, seed=11))
     return memory_image(params, CORE)
+
+
+@pytest.fixture(scope="module")
+def wide_image():
+    params = prepare(CONFIG, random_tensors(CONFIG, seed=11))
+    return memory_image(params, WIDE_CORE)
+
+
+def core_and_image(request, name):
+    """Return CORE and its image for ``"narrow"``, WIDE_CORE and its image for ``"wide"``."""
+    if name == "wide":
+        return WIDE_CORE, request.getfixturevalue("wide_image")
+    return CORE, request.getfixturevalue("image")
 
 
 def program_instructions(image):
@@ -303,12 +319,15 @@ async def run_after_matvec(ctx, bench, instructions, opcodes):
     return measured
 
 
-def test_vector_unit_silu_and_gates_run_beside_matvec(image):
+@pytest.mark.parametrize("width", ["narrow", "wide"])
+def test_vector_unit_silu_and_gates_run_beside_matvec(request, width):
     # GATES reads f and i while MATVEC writes g, and SILU reads gate while
     # MATVEC writes up. Each starts while the writer still runs and takes its
     # own cycles; MUL2 then waits for the writer. Every register and memory ends
-    # as the model's.
-    unit = VectorUnit(CORE, image=image)
+    # as the model's. On the wide core SILU reads Q accumulators per cycle.
+    core, image = core_and_image(request, width)
+    unit = VectorUnit(core, image=image)
+    assert unit.wide_scale == (width == "wide")
     bench = Bench(unit, image)
     measured = []
 
@@ -324,13 +343,15 @@ def test_vector_unit_silu_and_gates_run_beside_matvec(image):
         assert cycles == unit.instruction_cycles(instr), f"{instr}: cycles"
 
 
-@pytest.mark.parametrize("beat_idle", [0.0, 0.6])
-def test_vector_unit_followers_track_writer(image, beat_idle):
+@pytest.mark.parametrize("width, beat_idle", [("narrow", 0.0), ("narrow", 0.6), ("wide", 0.0), ("wide", 0.6)])
+def test_vector_unit_followers_track_writer(request, width, beat_idle):
     # RESID and ARGMAX start while the writer still stores the accumulators they
     # read, and issue each group only after it is written. With gaps between
     # the beats they overtake the writer and wait for it. Every register and
-    # memory ends as the model's.
-    unit = VectorUnit(CORE, image=image)
+    # memory ends as the model's. On the wide core RESID reads Q accumulators per cycle.
+    core, image = core_and_image(request, width)
+    unit = VectorUnit(core, image=image)
+    assert unit.wide_scale == (width == "wide")
     bench = Bench(unit, image, beat_idle=beat_idle, seed=3)
     measured = []
 
@@ -342,10 +363,15 @@ def test_vector_unit_followers_track_writer(image, beat_idle):
     assert opcodes.count(Opcode.RESID) == 2 * CONFIG.num_layers
     assert opcodes.count(Opcode.ARGMAX) == 1
     assert all(busy for _, busy, _ in measured)
-    # With gaps between the beats, each one overtook the writer and waited.
+    # With gaps between the beats, followers overtake the writer and wait:
+    # each one on the narrow core, and at least one on the wide core, whose
+    # 16-row beats often arrive before a follower needs them.
     if beat_idle:
-        for instr, _, cycles in measured:
-            assert cycles > unit.instruction_cycles(instr), f"{instr}: did not wait"
+        waited = [cycles > unit.instruction_cycles(instr) for instr, _, cycles in measured]
+        assert any(waited)
+        if width == "narrow":
+            for (instr, _, _), instr_waited in zip(measured, waited):
+                assert instr_waited, f"{instr}: did not wait"
     else:
         for instr, _, cycles in measured:
             assert cycles == unit.instruction_cycles(instr), f"{instr}: waited"
@@ -657,19 +683,31 @@ def test_vector_unit_token_other_lane_counts(rows, inputs, lanes):
     simulate(unit, testbench, bench)
 
 
-@pytest.mark.parametrize("rows, lanes, acc_lanes, doubled", [(16, 2, 4, True), (32, 2, 8, True), (16, 2, 4, False)])
-def test_vector_unit_wide_accumulator_words(rows, lanes, acc_lanes, doubled):
+@pytest.mark.parametrize("rows, lanes, acc_lanes, doubled, scale_doubled",
+                         [(16, 2, 4, True, False), (32, 2, 8, True, False), (16, 2, 4, True, True),
+                          (32, 2, 8, True, True), (16, 2, 4, False, True)])
+def test_vector_unit_wide_accumulator_words(rows, lanes, acc_lanes, doubled, scale_doubled):
     # ACC words wider than P: MATVEC writes a beat in R / W cycles, the
-    # passes and the host read P accumulators out of a word, and MUL2 reads
-    # 2P where STATS and QUANT have lanes of their own.
+    # passes and the host read P accumulators out of a word, and MUL2 (and
+    # SILU and RESID with `scale_lanes_doubled`) read 2P where STATS and QUANT have lanes of their own.
     core = CoreParams(rows=rows, inputs=8, vector_lanes=lanes, max_hidden=48, max_intermediate=112,
-                      max_vocab=80, max_layers=2, weight_depth=4096, quant_lanes_doubled=doubled)
+                      max_vocab=80, max_layers=2, weight_depth=4096, quant_lanes_doubled=doubled,
+                      scale_lanes_doubled=scale_doubled)
     image = memory_image(prepare(CONFIG, random_tensors(CONFIG, seed=rows)), core)
     unit = VectorUnit(core, image=image)
     assert unit.acc_lanes == acc_lanes
     # STATS, QUANT and MUL2 take 2P elements per cycle, or P.
     assert unit.quant_lanes == (2 * lanes if doubled else lanes)
     assert unit.wide_mul2 == doubled
+    assert unit.wide_scale == (doubled and scale_doubled)
+    # SILU and RESID issue 2P elements per cycle where they are wide. The
+    # bench below checks that the unit takes the cycles counted here.
+    scale_lanes = 2 * lanes if unit.wide_scale else lanes
+    for instr in program_instructions(image):
+        if instr.opcode in (Opcode.SILU, Opcode.RESID):
+            groups = -(-instr.count // scale_lanes)
+            fixed_cycles = unit.cycles(instr.opcode, 0, slots=instr.fields.get("slots", 0)) - 1
+            assert unit.instruction_cycles(instr) == fixed_cycles + groups, f"{instr}: cycles"
     bench = Bench(unit, image)
 
     async def testbench(ctx):
