@@ -12,7 +12,9 @@ CONFIGS = {
     # Two vector lanes, with STATS, QUANT and MUL2 at four elements a cycle
     # (`quant_lanes_doubled`). It routes on the ULX3S-85F with that board's
     # nextpnr seed (55,219 LUT4). Four vector lanes did not route in an
-    # earlier design (54,393 LUT4).
+    # earlier design (54,393 LUT4). SILU and RESID at four elements a cycle
+    # (`scale_lanes_doubled`) would save 656 cycles a token, but router2 did
+    # not converge on that core (57,359 LUT4, 206 EBR) with seeds 1 to 3.
     "bundled": CoreParams(rows=16, inputs=32, vector_lanes=2, max_hidden=128, max_intermediate=512,
                           max_vocab=256, max_layers=4, weight_depth=2304, program_depth=512,
                           quant_lanes_doubled=True),
