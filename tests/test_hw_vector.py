@@ -364,11 +364,12 @@ def test_vector_unit_followers_track_writer(request, width, beat_idle):
     assert opcodes.count(Opcode.ARGMAX) == 1
     assert all(busy for _, busy, _ in measured)
     # With gaps between the beats, followers overtake the writer and wait:
-    # each one on the narrow core, and at least one on the wide core, whose
-    # 16-row beats often arrive before a follower needs them.
+    # each one on the narrow core, and at least one RESID on the wide core,
+    # whose 16-row beats often arrive before a follower needs them.
     if beat_idle:
         waited = [cycles > unit.instruction_cycles(instr) for instr, _, cycles in measured]
-        assert any(waited)
+        assert any(instr_waited for (instr, _, _), instr_waited in zip(measured, waited)
+                   if instr.opcode == Opcode.RESID)
         if width == "narrow":
             for (instr, _, _), instr_waited in zip(measured, waited):
                 assert instr_waited, f"{instr}: did not wait"

@@ -141,7 +141,7 @@ def test_verilator_build_waits_for_another_builder(tmp_path):
 
 
 def test_verilator_build_failure_names_its_log(tmp_path, caplog):
-    # The compiler output goes to a log file; a failed build names that file
+    # The compiler output goes to a log file. A failed build names that file
     # and repeats its last lines.
     from sim.build import BUILD_LOG, _verilate
 
@@ -156,10 +156,27 @@ def test_verilator_build_failure_names_its_log(tmp_path, caplog):
 
 def test_verilator_trace_needs_lz4_headers(tmp_path, monkeypatch):
     # A compiler that finds no lz4.h stops a waveform build before Verilator runs.
+    import sim.build
     from sim.build import _verilate
 
-    monkeypatch.setenv("CXX", "false")
-    build_dir = tmp_path / "design"
+    monkeypatch.setattr(sim.build, "TRACE_COMPILER", "false")
     with pytest.raises(RuntimeError, match="lz4.h"):
-        _verilate(build_dir, "top", lambda: "module top; endmodule\n", waves=True, description="a traced design")
-    assert not (build_dir / "built-waves").exists()
+        _verilate(tmp_path / "design", "top", lambda: "module top; endmodule\n", waves=True,
+                  description="a traced design")
+    assert not (tmp_path / "design-waves" / "built-waves").exists()
+
+
+def test_verilator_traced_model_has_own_directory(tmp_path):
+    # The traced model goes beside the untraced one, so a traced run never
+    # reuses an untraced binary, or the other way round.
+    from sim.build import _verilate
+
+    for name in ("design", "design-waves"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "top.v").write_text("module top; endmodule\n")
+    (tmp_path / "design" / "built").touch()
+    (tmp_path / "design-waves" / "built-waves").touch()
+    untraced = _verilate(tmp_path / "design", "top", lambda: "", waves=False, description="a design")
+    traced = _verilate(tmp_path / "design", "top", lambda: "", waves=True, description="a design")
+    assert untraced == tmp_path / "design"
+    assert traced == tmp_path / "design-waves"
