@@ -15,12 +15,18 @@ from .checkpoint import load_checkpoint
 from .float_model import FloatModel
 from .int_model import IntModel, prepare
 
-__all__ = ["DEFAULT_PROMPT", "sample_token", "generate", "encode_prompt", "token_bytes", "main"]
+__all__ = ["DEFAULT_PROMPT", "check_temperature", "sample_token", "generate", "encode_prompt", "token_bytes", "main"]
 
 # A speaker line in the format of the plays that the bundled model was trained
 # on. After a bare "ROMEO:" with no newline, greedy decoding of that model
 # writes only spaces.
 DEFAULT_PROMPT = "ROMEO.\n"
+
+
+def check_temperature(temperature):
+    """Raise ValueError unless ``temperature`` is 0 (greedy) or a positive finite number."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be 0 (greedy) or a positive finite number, not {temperature}")
 
 
 def sample_token(logits, temperature=0.0, top_k=0, rng=None):
@@ -31,8 +37,7 @@ def sample_token(logits, temperature=0.0, top_k=0, rng=None):
     the lowest token id.
     """
     logits = np.asarray(logits, dtype=np.float64)
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be 0 (greedy) or a positive finite number, not {temperature}")
+    check_temperature(temperature)
     if temperature == 0:
         return int(np.argmax(logits))
     if rng is None:
@@ -95,8 +100,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.tokens < 1:
         parser.error(f"--tokens must be at least 1, not {args.tokens}")
-    if not (math.isfinite(args.temperature) and args.temperature >= 0):
-        parser.error(f"--temperature must be 0 (greedy) or a positive finite number, not {args.temperature}")
+    try:
+        check_temperature(args.temperature)
+    except ValueError as error:
+        parser.error(f"--{error}")
     if args.top_k < 0:
         parser.error(f"--top-k must be 0 (all tokens) or positive, not {args.top_k}")
     if args.seed < 0:
